@@ -1,0 +1,152 @@
+"""What each lesson must show and do in a real JupyterLab (used by ``test_browser.py``).
+
+This is the one place where per-lesson browser expectations live. Every lesson in
+``lessons/`` is opened and run by the browser test whether or not it has an entry here
+(all code cells must execute and no output may be an error); an entry adds:
+
+* ``selectors``: CSS selectors (Playwright syntax) that must each match at least one
+  visible element inside the notebook after all cells ran, e.g. ``".widget-slider"``;
+* ``interactions``: things to do to the widgets, each followed by a check that the page
+  responded (the text of a watched element changes, optionally to a given pattern).
+
+To add a lesson, add one entry to ``EXPECTATIONS``, e.g.::
+
+    "03_finetune.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, PLOTLY_PLOT),
+        interactions=(
+            press_slider("epoch", watch=PLOTLY_TITLE, expect=r"epoch 2\\b"),
+            choose("model", "frozen", watch=PLOTLY_TITLE),
+        ),
+    ),
+
+Selectors are scoped to the notebook panel. ``expect``/``before`` are regular
+expressions searched (``re.search``) in the watched element's text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+# Widgets as ipywidgets 8 / plotly render them in JupyterLab 4.
+WIDGET_SLIDER = ".widget-slider"
+WIDGET_DROPDOWN = ".widget-dropdown"
+WIDGET_BUTTON = ".widget-button"
+PLOTLY_PLOT = ".js-plotly-plot"
+# The title of a plotly figure (an SVG <text>); the first figure in the notebook.
+PLOTLY_TITLE = ".js-plotly-plot .gtitle"
+PLOTLY_ANNOTATIONS = ".js-plotly-plot .annotation-text"
+
+
+def _described(widget_class: str, description: str) -> str:
+    """Selector of the ipywidget of ``widget_class`` whose description label is exactly
+    ``description`` (ipywidgets renders it as ``<label class="widget-label">``)."""
+    if '"' in description:
+        raise ValueError(f"description must not contain a double quote: {description!r}")
+    return f'{widget_class}:has(.widget-label:text-is("{description}"))'
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """Operate one control, then require the text of ``watch`` to change.
+
+    ``action``:
+      * ``"keys"``: click ``control`` (e.g. a slider's handle) and press ``keys`` in turn;
+      * ``"select"``: pick ``option`` (an option label, or an index when an int) in the
+        ``<select>`` matched by ``control``.
+    ``watch``: selector of the element whose text must differ from its text before the
+    action, within ``timeout_ms``; if ``expect`` is given it must also match the new text,
+    and ``before`` (if given) must match the text before the action.
+    """
+
+    control: str
+    watch: str
+    action: Literal["keys", "select"] = "keys"
+    keys: tuple[str, ...] = ("ArrowRight",)
+    option: str | int | None = None
+    expect: str | None = None
+    before: str | None = None
+    timeout_ms: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.action not in ("keys", "select"):
+            raise ValueError(f"unknown action {self.action!r}")
+        if self.action == "select" and self.option is None:
+            raise ValueError("a 'select' interaction needs an option")
+        if self.action == "keys" and not self.keys:
+            raise ValueError("a 'keys' interaction needs at least one key")
+        for pattern in (self.expect, self.before):
+            if pattern is not None:
+                re.compile(pattern)
+
+    def describe(self) -> str:
+        if self.action == "keys":
+            what = f"press {'+'.join(self.keys)}"
+        else:
+            what = f"select {self.option!r}"
+        return f"{what} on {self.control!r}, watching {self.watch!r}"
+
+
+def press_slider(
+    description: str,
+    *,
+    watch: str,
+    keys: tuple[str, ...] = ("ArrowRight",),
+    expect: str | None = None,
+    before: str | None = None,
+) -> Interaction:
+    """Click the handle of the IntSlider/FloatSlider labelled ``description`` and press keys."""
+    return Interaction(
+        control=f"{_described(WIDGET_SLIDER, description)} .noUi-handle",
+        watch=watch,
+        action="keys",
+        keys=keys,
+        expect=expect,
+        before=before,
+    )
+
+
+def choose(
+    description: str,
+    option: str | int,
+    *,
+    watch: str,
+    expect: str | None = None,
+    before: str | None = None,
+) -> Interaction:
+    """Pick ``option`` in the Dropdown labelled ``description``."""
+    return Interaction(
+        control=f"{_described(WIDGET_DROPDOWN, description)} select",
+        watch=watch,
+        action="select",
+        option=option,
+        expect=expect,
+        before=before,
+    )
+
+
+@dataclass(frozen=True)
+class LessonExpectation:
+    """What must be visible after running all cells, and how the widgets must respond."""
+
+    selectors: tuple[str, ...] = ()
+    interactions: tuple[Interaction, ...] = ()
+
+
+EXPECTATIONS: dict[str, LessonExpectation] = {
+    # The digits browser: a "class" Dropdown, a "page" IntSlider (continuous_update=False)
+    # and a plotly FigureWidget titled "images 1–30 of 1797"; one step of the page slider
+    # must move the title to the next 30 images.
+    "00_welcome.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, WIDGET_DROPDOWN, PLOTLY_PLOT, PLOTLY_TITLE),
+        interactions=(
+            press_slider(
+                "page",
+                watch=PLOTLY_TITLE,
+                before=r"images 1\s*[–-]\s*30 of 1797",
+                expect=r"images 31\s*[–-]\s*60 of 1797",
+            ),
+        ),
+    ),
+}

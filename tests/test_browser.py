@@ -1,0 +1,477 @@
+"""Open every lesson in a real JupyterLab in headless Chromium, run it, and poke its widgets.
+
+For each ``lessons/*.ipynb`` (run from a temporary copy, so the repository is never
+touched) the test opens the notebook in JupyterLab, runs all cells from the Run menu, waits
+for the kernel to finish, and asserts that every code cell executed and no output is an
+error. Lessons listed in ``browser_expectations.EXPECTATIONS`` must also render the listed
+widgets and respond to the listed interactions. A screenshot of each lesson is saved in the
+test's temporary directory.
+
+Needs Chromium at /usr/bin/chromium (or ``$TRANSFERKIT_CHROMIUM``); without it the test is
+skipped, except when ``$CI`` is set, where it fails. Playwright never downloads a browser
+here. ``$TRANSFERKIT_BROWSER_LESSONS`` points the test at another lessons folder (for
+developing the test itself).
+
+Run: ``python -m pytest tests/test_browser.py -v -s``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
+    from browser_expectations import EXPECTATIONS, Interaction, LessonExpectation
+except ImportError:  # tests/ made a package
+    from tests.browser_expectations import EXPECTATIONS, Interaction, LessonExpectation
+
+REPO = Path(__file__).resolve().parent.parent
+LESSONS_DIR = Path(os.environ.get("TRANSFERKIT_BROWSER_LESSONS") or REPO / "lessons").resolve()
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+SERVER_START_TIMEOUT_S = 90
+PAGE_LOAD_TIMEOUT_MS = 90_000  # JupyterLab shell + notebook + kernel idle
+RUN_ALL_TIMEOUT_MS = 240_000  # all cells of one lesson
+WIDGET_TIMEOUT_MS = 30_000  # an expected selector to become visible
+
+# JupyterLab 4 DOM.
+NOTEBOOK_PANEL = ".jp-NotebookPanel"
+KERNEL_IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
+CODE_PROMPT = ".jp-CodeCell .jp-InputArea-prompt"
+# Errors (tracebacks) and stderr both render as this mime type in JupyterLab 4.
+STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+WIDGET_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]'
+MENU = '.lm-MenuBar-item:has(.lm-MenuBar-itemLabel:text-is("{}"))'
+MENU_ITEM = '.lm-Menu-item[data-command="{}"]'
+
+# Settings for the test's own JupyterLab: no news/update toasts (they would also try the
+# network) and no notebook windowing, so every cell is in the DOM.
+LAB_USER_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+}
+
+
+def _lesson_names() -> list[str]:
+    if not LESSONS_DIR.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in LESSONS_DIR.glob("*.ipynb")
+        if p.is_file() and ".updated-" not in p.name and not p.name.startswith(".")
+    )
+
+
+LESSONS = _lesson_names()
+
+
+def test_expectations_name_existing_lessons() -> None:
+    """Every entry in EXPECTATIONS belongs to a lesson (catches typos and renames)."""
+    unknown = sorted(set(EXPECTATIONS) - set(LESSONS))
+    assert not unknown, f"EXPECTATIONS names lessons not in {LESSONS_DIR}: {unknown}"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = os.environ.get("TRANSFERKIT_CHROMIUM") or DEFAULT_CHROMIUM
+    if not Path(path).is_file() or not os.access(path, os.X_OK):
+        reason = (
+            f"no Chromium executable at {path} (install the 'chromium' package or set "
+            "$TRANSFERKIT_CHROMIUM); the browser test never downloads a browser"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; $CI is set, so the browser test must not be skipped")
+        pytest.skip(reason)
+    return path
+
+
+@dataclass(frozen=True)
+class LabServer:
+    base_url: str
+    token: str
+    root_dir: Path
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.base_url}{path}{sep}token={self.token}"
+
+    def api(self, method: str, path: str) -> object:
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def shutdown_sessions(self) -> None:
+        """Stop every kernel session (one lesson's kernel must not eat the next's CPU)."""
+        try:
+            for session in self.api("GET", "/api/sessions") or []:
+                self.api("DELETE", f"/api/sessions/{session['id']}")
+        except (OSError, urllib.error.URLError) as exc:
+            print(f"[browser] could not shut down kernel sessions: {exc}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def lab_server(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """A JupyterLab on 127.0.0.1 serving a temporary copy of the lessons folder."""
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root_dir = base / "lessons"
+    shutil.copytree(
+        LESSONS_DIR, root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.updated-*")
+    )
+    settings_dir = base / "user-settings"
+    for plugin, values in LAB_USER_SETTINGS.items():
+        path = settings_dir / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    for sub in ("workspaces", "config", "data", "runtime"):
+        (base / sub).mkdir()
+
+    port = _free_port()
+    token = secrets.token_hex(24)
+    env = dict(os.environ)
+    env.update(
+        # Isolate from the user's Jupyter config, kernelspecs and runtime files.
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTER_PLATFORM_DIRS="1",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "jupyter", "lab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.user_settings_dir={settings_dir}",
+        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+    ]  # fmt: skip
+    log_path = base / "jupyterlab.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        cmd, cwd=root_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = LabServer(f"http://127.0.0.1:{port}", token, root_dir, log_path)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"JupyterLab exited with code {proc.returncode} during startup; "
+                    f"log {log_path}:\n{server.log_tail()}"
+                )
+            try:
+                server.api("GET", "/api/status")
+                break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"JupyterLab did not answer /api/status within {SERVER_START_TIMEOUT_S} s; "
+                    f"log {log_path}:\n{server.log_tail()}"
+                )
+            time.sleep(0.25)
+        print(f"\n[browser] JupyterLab at {server.base_url}, root {root_dir}, log {log_path}")
+        yield server
+    finally:
+        if proc.poll() is None:
+            server.shutdown_sessions()
+        _stop_process_group(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(chromium_path: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _prompts(page) -> list[str]:
+    return [t.strip() for t in page.locator(f"{NOTEBOOK_PANEL} {CODE_PROMPT}").all_text_contents()]
+
+
+def _menu(page, menu: str, command: str) -> None:
+    """Click a main-menu entry, e.g. ``_menu(page, "Run", "runmenu:run-all")``."""
+    page.locator(MENU.format(menu)).click()
+    page.locator(MENU_ITEM.format(command)).click()
+
+
+def _run_all_and_wait(page, lesson: str) -> float:
+    """Edit → Clear Outputs of All Cells, Run → Run All Cells, then wait until no cell is
+    queued or running and the kernel is idle."""
+    panel = page.locator(NOTEBOOK_PANEL)
+    panel.locator(".jp-Cell").first.click()  # make sure the notebook is the current widget
+    # Stored outputs/execution counts would make "every cell ran" meaningless.
+    _menu(page, "Edit", "editmenu:clear-all")
+    started = time.monotonic()
+    # Running all cells sets every code cell's prompt to "[*]:" synchronously in the
+    # click's event handler, so once the click returns the wait below cannot pass early.
+    _menu(page, "Run", "runmenu:run-all")
+    try:
+        page.wait_for_function(
+            """([promptSel, idleSel]) =>
+                 ![...document.querySelectorAll(promptSel)].some(e => e.textContent.includes('*'))
+                 && document.querySelector(idleSel) !== null""",
+            arg=[f"{NOTEBOOK_PANEL} {CODE_PROMPT}", f"{NOTEBOOK_PANEL} {KERNEL_IDLE}"],
+            timeout=RUN_ALL_TIMEOUT_MS,
+            polling=250,
+        )
+    except Exception as exc:  # playwright TimeoutError: add what the prompts showed
+        raise AssertionError(
+            f"{lesson}: cells did not finish within {RUN_ALL_TIMEOUT_MS / 1000:.0f} s "
+            f"(prompts: {_prompts(page)})"
+        ) from exc
+    return time.monotonic() - started
+
+
+_MODEL_STATE_JS = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  if (!panel || !panel.content || !panel.content.model) return null;
+  const errors = [];
+  const notRun = [];
+  const cells = panel.content.model.cells;
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code') continue;
+    if (cell.sharedModel.getSource().trim() && cell.executionCount == null) notRun.push(i);
+    for (const out of cell.outputs.toJSON()) {
+      if (out.output_type === 'error') errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
+    }
+  }
+  return { errors, notRun };
+}"""
+
+
+def _error_outputs(page) -> list[str]:
+    """Every error the executed notebook shows, as readable strings (empty when clean)."""
+    panel = page.locator(NOTEBOOK_PANEL)
+    found: list[str] = []
+    # 1. Error outputs and never-run cells (Run All stops at the first error) in the
+    #    notebook model; window.jupyterapp is exposed by --LabApp.expose_app_in_browser.
+    state = page.evaluate(_MODEL_STATE_JS)
+    if state is None:
+        found.append("could not read the notebook model through window.jupyterapp")
+    else:
+        found.extend(f"error output: {e}" for e in state["errors"])
+        if state["notRun"]:
+            found.append(f"non-empty code cells that did not run (0-based): {state['notRun']}")
+    # 2. What the user sees: tracebacks (errors render as stderr-typed outputs).
+    for text in panel.locator(STDERR_OUTPUT).all_inner_texts():
+        if "Traceback" in text:
+            found.append("traceback shown:\n" + _clip(text))
+    # 3. Widgets that failed to render.
+    for text in panel.locator(WIDGET_OUTPUT).all_inner_texts():
+        if "Error displaying widget" in text:
+            found.append(f"widget output: {text.strip()[:200]}")
+    return found
+
+
+def _clip(text: str, limit: int = 1500) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]
+
+
+def _check_selectors(page, lesson: str, expectation: LessonExpectation) -> None:
+    panel = page.locator(NOTEBOOK_PANEL)
+    missing = []
+    timeout = WIDGET_TIMEOUT_MS
+    for selector in expectation.selectors:
+        try:
+            panel.locator(selector).first.wait_for(state="visible", timeout=timeout)
+        except Exception:
+            missing.append(selector)
+            timeout = 2_000  # already failing: do not wait the full time for the rest
+    if missing:
+        widget_texts = [t.strip()[:120] for t in panel.locator(WIDGET_OUTPUT).all_inner_texts()]
+        raise AssertionError(
+            f"{lesson}: expected selector(s) not visible: {missing}; "
+            f"widget outputs read: {widget_texts}"
+        )
+    loading = [
+        t.strip() for t in panel.locator(WIDGET_OUTPUT).all_inner_texts() if "Loading widget" in t
+    ]
+    assert not loading, f"{lesson}: widget(s) still 'Loading widget...': {loading}"
+
+
+def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
+    panel = page.locator(NOTEBOOK_PANEL)
+    what = f"{lesson}: {interaction.describe()}"
+    control = panel.locator(interaction.control)
+    watch = panel.locator(interaction.watch).first
+    if control.count() == 0:
+        raise AssertionError(f"{what}: no element matches the control selector")
+    try:
+        watch.wait_for(state="attached", timeout=WIDGET_TIMEOUT_MS)
+    except Exception as exc:
+        raise AssertionError(f"{what}: no element matches the watched selector") from exc
+    control = control.first
+    control.scroll_into_view_if_needed()
+    before = (watch.text_content() or "").strip()
+    if interaction.before and not re.search(interaction.before, before):
+        raise AssertionError(
+            f"{what}: before the action the watched text is {before!r}, "
+            f"which does not match {interaction.before!r}"
+        )
+    if interaction.action == "keys":
+        control.click()
+        for key in interaction.keys:
+            control.press(key)
+    else:
+        option = interaction.option
+        if isinstance(option, int):
+            control.select_option(index=option)
+        else:
+            control.select_option(label=option)
+    deadline = time.monotonic() + interaction.timeout_ms / 1000
+    after = before
+    while time.monotonic() < deadline:
+        after = (watch.text_content() or "").strip()
+        if after != before and (not interaction.expect or re.search(interaction.expect, after)):
+            return before, after
+        page.wait_for_timeout(200)
+    expectation = f" to text matching {interaction.expect!r}" if interaction.expect else ""
+    raise AssertionError(
+        f"{what}: the watched text did not change{expectation} within "
+        f"{interaction.timeout_ms / 1000:.0f} s (before {before!r}, now {after!r})"
+    )
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_path: Path) -> None:
+    expectation = EXPECTATIONS.get(lesson)
+    stem = Path(lesson).stem
+    screenshot = tmp_path / f"{stem}.png"
+    context = chromium.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    try:
+        # A fresh, reset workspace per lesson: only this notebook is open.
+        page.goto(
+            lab_server.url(f"/lab/workspaces/test-{stem}/tree/{lesson}?reset"),
+            timeout=PAGE_LOAD_TIMEOUT_MS,
+        )
+        try:
+            page.locator(f"{NOTEBOOK_PANEL} {KERNEL_IDLE}").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+        except Exception as exc:
+            raise AssertionError(
+                f"{lesson}: notebook with an idle kernel did not appear within "
+                f"{PAGE_LOAD_TIMEOUT_MS / 1000:.0f} s; server log:\n{lab_server.log_tail(20)}"
+            ) from exc
+        assert page.locator(NOTEBOOK_PANEL).count() == 1, "expected exactly one open notebook"
+        timings["open"] = time.monotonic() - t0
+
+        timings["run all"] = _run_all_and_wait(page, lesson)
+
+        errors = _error_outputs(page)
+        assert not errors, f"{lesson}: errors after Run All Cells:\n" + "\n".join(errors)
+
+        if expectation is not None:
+            _check_selectors(page, lesson, expectation)
+            for interaction in expectation.interactions:
+                before, after = _interact(page, lesson, interaction)
+                print(f"[browser] {lesson}: {interaction.describe()}: {before!r} -> {after!r}")
+            errors = _error_outputs(page)
+            assert not errors, f"{lesson}: errors after the interactions:\n" + "\n".join(errors)
+            if expectation.selectors:  # show the widgets in the screenshot
+                first = page.locator(NOTEBOOK_PANEL).locator(expectation.selectors[0]).first
+                first.scroll_into_view_if_needed()
+    except BaseException:
+        if page_errors:
+            print(f"[browser] {lesson}: page errors: {page_errors[:5]}")
+        raise
+    finally:
+        try:
+            page.screenshot(path=str(screenshot), full_page=True)
+            print(f"[browser] {lesson}: screenshot {screenshot}")
+        except Exception as exc:  # a screenshot must not mask the real failure
+            print(f"[browser] {lesson}: no screenshot ({exc})")
+        context.close()
+        lab_server.shutdown_sessions()
+        timings["total"] = time.monotonic() - t0
+        print(f"[browser] {lesson}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))

@@ -1,0 +1,55 @@
+import pytest
+
+from transferkit.checks import Result, check, fingerprint, names, register
+
+
+def test_right_and_wrong_answers_with_hints():
+    ok = check("00.pixels_per_image", 64)
+    assert ok and isinstance(ok, Result) and str(ok).startswith("✅")
+    wrong = check("00.pixels_per_image", 8)
+    assert not wrong and "square" in wrong.message and "64" not in wrong.message
+
+
+def test_numeric_answers_accept_tensors_and_floats():
+    import torch
+
+    from transferkit.data import load_digits
+
+    _, y = load_digits()
+    assert check("00.count_of_threes", (y == 3).sum())
+    assert check("00.count_of_threes", float((y == 3).sum()))
+
+
+def test_placeholder_answer_gets_a_nudge():
+    assert "no answer yet" in check("00.count_of_threes", ...).message
+
+
+def test_unreadable_answer_is_a_failed_check_not_a_crash():
+    result = check("00.count_of_threes", "many")
+    assert not result and "could not read" in result.message
+
+
+def test_string_answers_ignore_case_and_punctuation():
+    assert check("00.which_step_needs_labels", "Fine tuning")
+    assert not check("00.which_step_needs_labels", "pre-training")
+
+
+def test_answers_are_not_stored_in_plain_text():
+    import inspect
+
+    import transferkit.checks as module
+
+    source = inspect.getsource(module)
+    assert fingerprint("00.which_step_needs_labels", "fine-tuning") in source
+    assert "fine-tuning'" not in source.split("_UNLABELLED_STEP")[1].split("\n")[0]
+
+
+def test_unknown_check_lists_the_names():
+    with pytest.raises(KeyError, match="00.count_of_threes"):
+        check("00.nope", 1)
+    assert "00.pixels_per_image" in names()
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="exists already"):
+        register("00.count_of_threes")(lambda answer: (True, ""))

@@ -1,0 +1,215 @@
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transferkit.data import load_digits, train_val_test_split
+from transferkit.train import Callback, EarlyStopping, FitState, History, evaluate, fit
+
+
+def mlp(hidden=32):
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    x, y = load_digits()
+    return train_val_test_split(x, y, seed=0)
+
+
+def test_fit_learns_the_digits(splits):
+    model = mlp()
+    before = evaluate(model, splits.test)["accuracy"]
+    history = fit(model, splits.train, splits.val, epochs=15, lr=3e-3, progress=False, seed=0)
+    after = evaluate(model, splits.test)
+    assert before < 0.3 and after["accuracy"] > 0.9
+    assert len(history) == 15 and history.columns[:5] == [
+        "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_same_seed_same_run(splits):
+    results = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = mlp()
+        fit(model, splits.train, epochs=2, progress=False, seed=5)
+        results.append(model[0].weight.detach().clone())
+    assert torch.equal(*results)
+
+
+def test_frozen_parameters_are_bit_identical_after_fit(splits):
+    model = mlp()
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    head = model[2].weight.detach().clone()
+    sgd = functools.partial(torch.optim.SGD, momentum=0.9)
+    fit(model, splits.train, epochs=2, lr=0.1, optimizer=sgd, weight_decay=0.01, progress=False)
+    assert torch.equal(model[0].weight, frozen)
+    assert not torch.equal(model[2].weight, head)
+
+
+def test_everything_frozen_is_a_clear_error(splits):
+    model = mlp().requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        fit(model, splits.train, epochs=1, progress=False)
+
+
+def test_restore_best_loads_the_best_epoch(splits):
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, state: FitState) -> None:
+            snapshots[state.epoch] = state.model[2].weight.detach().clone()
+
+    model = mlp()
+    history = fit(model, splits.train, splits.val, epochs=8, lr=0.05, optimizer="sgd",
+                  callbacks=[Snapshot()], progress=False, seed=0)
+    best = min(range(8), key=lambda i: history["val_loss"][i]) + 1
+    assert history.best_epoch == best
+    assert torch.equal(model[2].weight, snapshots[best])
+
+
+def test_keyboard_interrupt_returns_history_with_best_weights(splits):
+    snapshots = {}
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, state: FitState) -> None:
+            snapshots[state.epoch] = state.model[2].weight.detach().clone()
+            if state.epoch == 3:
+                raise KeyboardInterrupt
+
+    model = mlp()
+    history = fit(model, splits.train, splits.val, epochs=20, callbacks=[CtrlC()],
+                  progress=False)
+    assert history.interrupted and len(history) == 3
+    assert torch.equal(model[2].weight, snapshots[history.best_epoch])
+
+
+def test_interrupt_in_the_middle_of_an_epoch(splits):
+    calls = {"n": 0}
+
+    def loss(out, y):
+        calls["n"] += 1
+        if calls["n"] == 40:  # the preflight call, then ~17 batches per epoch
+            raise KeyboardInterrupt
+        return nn.functional.cross_entropy(out, y)
+
+    history = fit(mlp(), splits.train, epochs=10, loss=loss, progress=False)
+    assert history.interrupted and len(history) == 2
+
+
+def test_early_stopping_stops_when_validation_stops_improving(splits):
+    x, y = splits.train
+    shuffled = y[torch.randperm(len(y))]  # random labels: memorising them hurts val loss
+    history = fit(mlp(128), (x, shuffled), splits.val, epochs=200, lr=1e-2,
+                  early_stopping=3, progress=False, seed=0)
+    assert history.stopped_early and len(history) < 200
+    assert len(history) - history.best_epoch == 3
+
+
+def test_early_stopping_callback_counts_patience():
+    callback = EarlyStopping(patience=2)
+    state = FitState(model=None, optimizer=None, history=History())
+    callback.on_train_begin(state)
+    for epoch, value in enumerate([1.0, 0.8, 0.9, 0.7, 0.75, 0.71], start=1):
+        state.history.rows.append({"epoch": epoch, "val_loss": value})
+        callback.on_epoch_end(state)
+        assert state.stop == (epoch == 6)
+
+
+def test_early_stopping_needs_validation_data(splits):
+    with pytest.raises(ValueError, match="val="):
+        fit(mlp(), splits.train, epochs=3, early_stopping=2, progress=False)
+
+
+def test_divergence_is_reported_not_a_crash(splits):
+    with pytest.warns(RuntimeWarning, match="learning rate"):
+        history = fit(nn.Linear(64, 10), splits.train, epochs=5, lr=1e30, optimizer="sgd",
+                      progress=False)
+    assert history.diverged and len(history) == 1
+    assert not math.isfinite(history["loss"][-1]) or history["loss"][-1] > 1e3
+
+
+def test_autoencoder_style_targets_with_mse():
+    x, _ = load_digits()
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 64), nn.Sigmoid())
+    history = fit(model, (x, x), loss="mse", epochs=5, progress=False)
+    assert "accuracy" not in history.columns
+    assert history["loss"][-1] < history["loss"][0]
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        (nn.Linear(30, 10), "ok", "could not process inputs of shape \\(64,\\)"),
+        (nn.Linear(64, 4), "ok", "outputs 4 class scores, but the labels run from 0 to 9"),
+        (nn.Linear(64, 10), "float", "y.long"),
+        (nn.Linear(64, 10), "short", "1797 examples but y has 10"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(model, data, message):
+    x, y = load_digits()
+    train = {"ok": (x, y), "float": (x, y.float()), "short": (x, y[:10])}[data]
+    with pytest.raises(ValueError, match=message):
+        fit(model, train, epochs=1, progress=False)
+
+
+def test_bad_arguments(splits):
+    with pytest.raises(ValueError, match="epochs"):
+        fit(mlp(), splits.train, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        fit(mlp(), splits.train, optimizer="adagrad-ish", progress=False)
+    with pytest.raises(TypeError, match="pair of tensors"):
+        fit(mlp(), [1, 2, 3], progress=False)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="do not also pass lr"):
+        fit(model, splits.train, optimizer=opt, lr=0.1, progress=False)
+
+
+def test_preflight_and_evaluate_leave_batchnorm_statistics_alone(splits):
+    model = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    stats = model[1].running_mean.clone()
+    evaluate(model, splits.val)
+    assert torch.equal(model[1].running_mean, stats) and model.training
+
+
+def test_fit_keeps_the_models_mode(splits):
+    model = mlp().eval()
+    fit(model, splits.train, epochs=1, progress=False)
+    assert not model.training
+
+
+def test_history_rows_and_figure(splits):
+    history = fit(mlp(), splits.train, splits.val, epochs=3, progress=False)
+    rows = history.to_rows()
+    rows[0]["loss"] = -1  # a copy: the history is untouched
+    assert history["loss"][0] != -1
+    fig = history.to_figure(title="t")
+    names = {trace.name for trace in fig.data}
+    assert names == {"train", "validation"} and len(fig.data) == 4
+    assert list(fig.data[0].y) == history["loss"]
+    with pytest.raises(KeyError, match="columns are"):
+        history["nope"]
+    assert "3 epochs" in repr(history)
+
+
+def test_progress_bar_runs(splits, capsys):
+    fit(mlp(), splits.train, epochs=2, progress=True)
+    assert "training" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_on_cuda(splits):
+    model = mlp()
+    history = fit(model, splits.train, splits.val, epochs=3, device="cuda", progress=False)
+    assert history["val_accuracy"][-1] > 0.5
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_amp_off_the_gpu_is_refused(splits):
+    with pytest.raises(ValueError, match="amp=True needs a CUDA"):
+        fit(mlp(), splits.train, amp=True, device="cpu", progress=False)

@@ -1,0 +1,48 @@
+"""transferkit: the library behind a course on pre-training and fine-tuning.
+
+One concept per module, each readable top to bottom:
+
+========================  ==========================================================
+``transferkit.device``    ``pick_device()``, ``seed_everything(seed)``
+``transferkit.data``      ``load_digits()``, ``few_labels``, ``split_classes``, splits,
+                          MNIST / Fashion-MNIST / CIFAR-10 from local files
+``transferkit.train``     ``fit(...) -> History``, ``evaluate``, early stopping
+``transferkit.checkpoint``  ``save_checkpoint`` / ``load_checkpoint`` (safe, atomic)
+``transferkit.plots``     pure figure builders (data in, plotly figure out)
+``transferkit.widgets``   ipywidgets controls wired to ``plots``
+``transferkit.checks``    self-checks for the lessons' exercises
+``transferkit.doctor``    the environment report
+========================  ==========================================================
+
+``import transferkit`` is light: each submodule (and torch, plotly, ipywidgets,
+torchvision behind it) is imported the first time you use it. In a notebook,
+``%load_ext transferkit`` adds ``%transferkit_doctor`` and ``%transferkit_seed``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
+    "widgets", "workspace",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext transferkit``: register the course's magics."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)

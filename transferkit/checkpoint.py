@@ -1,0 +1,204 @@
+"""Saving and loading model weights without ever losing them.
+
+A checkpoint is a dictionary of tensors and plain values written by
+`torch.save`. Three rules make it safe:
+
+1. **Atomic writes.** The file is written to a temporary name in the same
+   folder and renamed into place only when complete, so a crash or a full disk
+   mid-save never leaves a half-written checkpoint behind.
+2. **No silent overwrite.** Saving to an existing path is refused unless you
+   pass ``overwrite=True``.
+3. **Safe loading.** Files are read with ``torch.load(weights_only=True)``,
+   which refuses anything that could run code when unpickled: a checkpoint
+   from the internet can hold weights, never a program.
+
+The checkpoint remembers which parameters were frozen (``requires_grad=False``)
+and `load_checkpoint` restores that, so a fine-tuning run resumes as it was.
+A file that does not fit the model is reported with the missing, unexpected
+and wrongly-shaped keys instead of being half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "transferkit-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read, or is not safe to read."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's weights do not fit the model they are loaded into."""
+
+    def __init__(self, message: str, missing: list[str], unexpected: list[str], shapes: dict):
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+        self.shapes = shapes
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model``'s weights (and optionally the optimizer state) to ``path``.
+
+    ``meta`` holds plain values (numbers, strings, lists, dicts) such as the
+    epoch or the settings of the run. Returns the path written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; save_checkpoint will not replace it. Choose another "
+            "name, or pass overwrite=True (the old file stays intact until the new one "
+            "is completely written)."
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as model.pt.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.state_dict(),
+        "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "meta": dict(meta or {}),
+        "torch_version": str(torch.__version__),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint safely and return its dictionary (nothing is loaded).
+
+    Also accepts a bare ``state_dict`` saved with ``torch.save(model.state_dict())``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err).upper():  # names a class or function: could run code
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain values, which "
+                "could run code when loaded, so it was not loaded. Re-save it as a state "
+                "dict (torch.save(model.state_dict(), path)) or with save_checkpoint()."
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {err}"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"format": FORMAT, "version": 0, "model": obj, "frozen": None,
+                "optimizer": None, "meta": {}}
+    raise CheckpointError(
+        f"{path} is readable but is neither a transferkit checkpoint nor a state dict "
+        f"(it holds a {type(obj).__name__})."
+    )
+
+
+def _compare(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list, list, dict]:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = {
+        k: (tuple(state[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    }
+    return missing, unexpected, shapes
+
+
+def _mismatch_message(path: Path, missing: list, unexpected: list, shapes: dict) -> str:
+    lines = [f"{path} does not fit this model:"]
+    if missing:
+        lines.append(f"  missing from the file ({len(missing)}): {', '.join(missing)}")
+    if unexpected:
+        lines.append(f"  in the file but not in the model ({len(unexpected)}): "
+                     f"{', '.join(unexpected)}")
+    for key, (theirs, ours) in shapes.items():
+        lines.append(f"  {key}: file has shape {theirs}, model has {ours}")
+    lines.append(
+        "Build the model with the same architecture as when it was saved. To load only "
+        "the matching part on purpose (e.g. a new head), pass strict=False; the "
+        "skipped keys are returned."
+    )
+    return "\n".join(lines)
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    strict: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """Load the weights in ``path`` into ``model`` (and ``optimizer``); return the checkpoint.
+
+    With ``strict=True`` (the default) any missing, unexpected or wrongly-shaped
+    key is an error that lists them, and the model is left untouched. With
+    ``strict=False`` the matching keys are loaded and the rest are reported in
+    the returned dictionary under ``"skipped"``. The frozen/trainable state of
+    each parameter is restored as it was saved.
+    """
+    path = Path(path).expanduser()
+    ckpt = read_checkpoint(path, map_location=map_location)
+    state = ckpt["model"]
+    missing, unexpected, shapes = _compare(model, state)
+    if strict and (missing or unexpected or shapes):
+        raise CheckpointMismatchError(
+            _mismatch_message(path, missing, unexpected, shapes), missing, unexpected, shapes
+        )
+    usable = {k: v for k, v in state.items() if k not in unexpected and k not in shapes}
+    model.load_state_dict(usable, strict=False)
+    frozen = ckpt.get("frozen")
+    if frozen is not None:
+        frozen = set(frozen)
+        for name, p in model.named_parameters():
+            if name in state:
+                p.requires_grad_(name not in frozen)
+    if optimizer is not None:
+        if ckpt.get("optimizer") is None:
+            raise CheckpointError(f"{path} holds no optimizer state; load it without optimizer=.")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"The optimizer state in {path} does not fit this optimizer ({err}). "
+                "Build the optimizer over the same parameter groups as when it was saved."
+            ) from None
+    ckpt["skipped"] = {"missing": missing, "unexpected": unexpected, "shapes": shapes}
+    return ckpt

@@ -1,0 +1,150 @@
+"""Self-checks for the lessons' exercises.
+
+In a lesson, after your answer, a cell like ::
+
+    check("00.digits_per_class", answer)
+
+says ✅ when the answer is right, or ❌ with a hint that points you the right
+way, never with the answer itself. Numeric answers are compared with a
+tolerance, so rounding noise does not fail you.
+
+How the answers are kept out of sight: a check either *recomputes* the right
+value from the data when you call it, or compares a salted SHA-256 fingerprint
+of your answer with the stored fingerprint of the right one. Neither puts the
+answer in plain text beside the question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one check: truthy when passed."""
+
+    name: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        return f"{'✅' if self.passed else '❌'} {self.name}: {self.message}"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = "#1b7f3a" if self.passed else "#b00020"
+        return f"<div style='color:{colour}'>{html.escape(str(self))}</div>"
+
+
+Checker = Callable[[Any], tuple[bool, str]]
+_REGISTRY: dict[str, Checker] = {}
+
+
+def register(name: str) -> Callable[[Checker], Checker]:
+    """Decorator: make ``fn(answer) -> (passed, message)`` the check called ``name``."""
+
+    def add(fn: Checker) -> Checker:
+        if name in _REGISTRY:
+            raise ValueError(f"a check named {name!r} exists already.")
+        _REGISTRY[name] = fn
+        return fn
+
+    return add
+
+
+def names() -> list[str]:
+    """All registered check names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def check(name: str, answer: Any) -> Result:
+    """Check ``answer`` for the exercise ``name``; show ✅ or ❌ with a hint."""
+    if name not in _REGISTRY:
+        raise KeyError(f"no check called {name!r}. The checks are: {', '.join(names())}.")
+    if answer is None or answer is Ellipsis:
+        return Result(name, False, "no answer yet: replace the ... (or None) with yours.")
+    try:
+        passed, message = _REGISTRY[name](answer)
+    except (TypeError, ValueError) as err:
+        passed, message = False, f"could not read this answer ({err})."
+    return Result(name, passed, message)
+
+
+# --- building blocks for checks --------------------------------------------------------
+
+
+def fingerprint(name: str, answer: Any) -> str:
+    """Salted SHA-256 of a normalised answer.
+
+    Strings ignore case, spaces and punctuation ("Fine-tuning" = "fine tuning").
+    """
+    if isinstance(answer, str):
+        text = re.sub(r"[^a-z0-9]", "", answer.lower())
+    elif isinstance(answer, torch.Size | tuple | list):
+        text = repr(tuple(int(v) for v in answer))
+    else:
+        text = repr(answer)
+    return hashlib.sha256(f"transferkit:{name}:{text}".encode()).hexdigest()
+
+
+def close(answer: Any, expected: float, rel: float = 1e-3, abs_: float = 1e-6) -> bool:
+    """Whether a number is within tolerance of the expected value."""
+    value = float(answer.item() if isinstance(answer, torch.Tensor) else answer)
+    return math.isclose(value, expected, rel_tol=rel, abs_tol=abs_)
+
+
+# --- lesson 00 ---------------------------------------------------------------------------
+
+
+@register("00.count_of_threes")
+def _count_of_threes(answer: Any) -> tuple[bool, str]:
+    from .data import load_digits
+
+    _, y = load_digits()
+    right = int((y == 3).sum())
+    if close(answer, right, rel=0):
+        return True, "right: that is how many images show a 3."
+    if close(answer, len(y), rel=0):
+        return False, "that is the size of the whole dataset; count only the labels equal to 3."
+    return False, "compare the labels y with 3 and count the True values: (y == 3).sum()."
+
+
+@register("00.pixels_per_image")
+def _pixels_per_image(answer: Any) -> tuple[bool, str]:
+    from .data import load_digits
+
+    x, _ = load_digits()
+    right = x.shape[1]
+    if close(answer, right, rel=0):
+        return True, "right: each 8×8 image is a vector of that many pixels."
+    if close(answer, 8, rel=0):
+        return False, "that is one side of the image; how many pixels does a square of that side hold?"
+    return False, "look at x.shape: the second number is the length of one image's vector."
+
+
+_UNLABELLED_STEP = "2c10c28121c66bb4b45d6c42488b8c5324a0b8465565a677a9fad68988fae159"
+
+
+@register("00.which_step_needs_labels")
+def _which_step(answer: Any) -> tuple[bool, str]:
+    if not isinstance(answer, str):
+        return False, "answer with a string: 'pre-training' or 'fine-tuning'."
+    if fingerprint("00.which_step_needs_labels", answer) == _UNLABELLED_STEP:
+        return True, "right: the small labelled set is used when adapting to the task."
+    if "pre" in answer.lower():
+        return False, ("pre-training in this course learns from plentiful data *without* "
+                       "labels (an autoencoder rebuilds its input). Which step then adapts "
+                       "the model to the task?")
+    return False, "answer 'pre-training' or 'fine-tuning'."

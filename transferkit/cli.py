@@ -1,0 +1,105 @@
+"""The ``transferkit`` command line.
+
+* ``transferkit doctor`` — the environment report (versions, device, widgets).
+* ``transferkit lab`` — copy the lessons into a working folder (never
+  overwriting your edits) and start JupyterLab on it, on 127.0.0.1 with a
+  fresh token, printing the address to open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+FIRST_LESSON = "00_welcome.ipynb"
+
+
+def default_lessons() -> Path:
+    """``./lessons`` if there is one, else the lessons beside this package's source."""
+    here = Path.cwd() / "lessons"
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "lessons"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def lab_command(workdir: Path, port: int, token: str, open_browser: bool) -> list[str]:
+    """The command that starts JupyterLab on ``workdir``, bound to loopback."""
+    return [
+        sys.executable, "-m", "jupyter", "lab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={workdir}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.open_browser={open_browser}",
+    ]
+
+
+def _headless() -> bool:
+    return sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_report, report
+
+    facts = report()
+    print(format_report(facts))
+    return 1 if facts["problems"] else 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from .workspace import describe, sync_lessons
+
+    lessons = Path(args.lessons) if args.lessons else default_lessons()
+    workdir = Path(args.workdir).resolve()
+    try:
+        actions = sync_lessons(lessons, workdir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"transferkit lab: {err}", file=sys.stderr)
+        return 2
+    print(f"Lessons in {workdir}: {describe(actions)}")
+    port = args.port or free_port()
+    token = secrets.token_hex(24)
+    url = f"http://127.0.0.1:{port}/lab/tree/{FIRST_LESSON}?token={token}"
+    print(f"\nOpen the course at:\n\n    {url}\n\nStop the server with Ctrl-C (twice).\n",
+          flush=True)
+    if args.dry_run:
+        return 0
+    open_browser = not (args.no_browser or _headless())
+    try:
+        return subprocess.call(lab_command(workdir, port, token, open_browser), cwd=workdir)
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transferkit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="print the environment report")
+    p.set_defaults(run=cmd_doctor)
+    p = sub.add_parser("lab", help="copy the lessons to a working folder and open JupyterLab")
+    p.add_argument("--workdir", default="my-lessons",
+                   help="your working copy of the lessons (default: ./my-lessons)")
+    p.add_argument("--lessons", help="the course's lessons folder (default: ./lessons)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--dry-run", action="store_true",
+                   help="sync the lessons and print the address, but do not start JupyterLab")
+    p.set_defaults(run=cmd_lab)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Datasets for the course, as in-memory tensors.
+
+Everything here works offline. The default dataset is scikit-learn's
+handwritten digits (1,797 images of 8×8 pixels, ten classes), which ships
+inside scikit-learn itself. MNIST, Fashion-MNIST and CIFAR-10 are read through
+torchvision from files on disk; they are downloaded only if you ask for it
+with ``download=True``.
+
+A dataset is a `Data`: two tensors ``x`` (inputs, floats in [0, 1]) and ``y``
+(integer class labels), plus the class names. It unpacks like a pair::
+
+    x, y = load_digits()
+
+The helpers build the settings the course studies:
+
+* `few_labels` keeps k labelled examples per class (the scarce-label regime
+  pre-training is meant to help);
+* `split_classes` makes a *source* task and a *target* task from disjoint
+  classes (pre-train on one, fine-tune on the other);
+* `train_val_test_split` holds out a validation set for choices and a test
+  set that is looked at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Data:
+    """Inputs ``x`` and integer labels ``y`` of one dataset, with class names.
+
+    ``x, y = data`` unpacks it; ``len(data)`` is the number of examples.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(
+                f"x has {len(self.x)} examples but y has {len(self.y)} labels; "
+                "they must be the same length."
+            )
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.x, self.y))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (from the class names, else from the labels)."""
+        if self.classes:
+            return len(self.classes)
+        return int(self.y.max()) + 1 if len(self.y) else 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Data(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)} "
+            f"{self.y.dtype}, {self.num_classes} classes)"
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A train / validation / test split of one dataset."""
+
+    train: Data
+    val: Data
+    test: Data
+
+    def __iter__(self) -> Iterator[Data]:
+        return iter((self.train, self.val, self.test))
+
+
+def _labels(y: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1:
+        raise ValueError(
+            f"y must be a 1-D tensor of integer class labels, got dtype={y.dtype} "
+            f"shape={tuple(y.shape)}. Convert with y.long()."
+        )
+    return y.long()
+
+
+def load_digits(images: bool = False) -> Data:
+    """scikit-learn's 8×8 handwritten digits as float tensors in [0, 1].
+
+    ``images=False`` gives ``x`` of shape (1797, 64) for an MLP;
+    ``images=True`` gives (1797, 1, 8, 8) for a CNN. No download, ever.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0  # pixels are 0..16
+    if images:
+        x = x.reshape(-1, 1, 8, 8)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    return Data(x, y, tuple(str(c) for c in bunch.target_names))
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be a fraction between 0 and 1, got {value!r}.")
+
+
+def few_labels(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 0) -> Data:
+    """Keep ``per_class`` randomly chosen examples of every class.
+
+    The choice depends only on ``seed``. Asking for more examples than the
+    smallest class has is an error (it would silently unbalance the classes).
+    """
+    y = _labels(y)
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class!r}.")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)} labels.")
+    classes, counts = torch.unique(y, return_counts=True)
+    smallest = int(counts.argmin())
+    if per_class > int(counts[smallest]):
+        raise ValueError(
+            f"few_labels asked for {per_class} examples per class, but class "
+            f"{int(classes[smallest])} has only {int(counts[smallest])}. "
+            f"Ask for at most {int(counts[smallest])} per class, or pass more data."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in classes:
+        members = torch.nonzero(y == c).flatten()
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:per_class]])
+    index = torch.cat(chosen)
+    index = index[torch.randperm(len(index), generator=generator)]
+    return Data(x[index], y[index])
+
+
+def split_classes(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    source: Sequence[int],
+    target: Sequence[int] | None = None,
+) -> tuple[Data, Data]:
+    """Split one dataset into a source task and a target task by class.
+
+    ``target`` defaults to every class not in ``source``. Labels are renumbered
+    0..k-1 within each task (in the order given), so each task is an ordinary
+    classification problem; ``Data.classes`` keeps the original labels.
+
+    >>> x, y = load_digits()
+    >>> src, tgt = split_classes(x, y, source=[0, 1, 2, 3, 4])
+    >>> tgt.classes
+    ('5', '6', '7', '8', '9')
+    """
+    y = _labels(y)
+    present = [int(c) for c in torch.unique(y)]
+    source = [int(c) for c in source]
+    target = [c for c in present if c not in source] if target is None else [int(c) for c in target]
+    for name, group in (("source", source), ("target", target)):
+        if not group:
+            raise ValueError(f"the {name} task has no classes.")
+        unknown = sorted(set(group) - set(present))
+        if unknown:
+            raise ValueError(f"{name} classes {unknown} do not occur in y (classes: {present}).")
+        if len(set(group)) != len(group):
+            raise ValueError(f"{name} classes {group} contain a repeat.")
+    overlap = sorted(set(source) & set(target))
+    if overlap:
+        raise ValueError(
+            f"classes {overlap} are in both the source and the target task; "
+            "a transfer experiment needs disjoint tasks."
+        )
+
+    def task(group: list[int]) -> Data:
+        mask = torch.isin(y, torch.tensor(group))
+        relabel = torch.full((max(present) + 1,), -1, dtype=torch.long)
+        relabel[torch.tensor(group)] = torch.arange(len(group))
+        return Data(x[mask], relabel[y[mask]], tuple(str(c) for c in group))
+
+    return task(source), task(target)
+
+
+def train_val_test_split(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    val: float = 0.2,
+    test: float = 0.2,
+    seed: int = 0,
+    stratify: bool = True,
+) -> Splits:
+    """Split into train / validation / test parts (fractions of the whole).
+
+    With ``stratify=True`` every part keeps the class proportions of ``y``.
+    Choose models and settings on ``val``; report ``test`` once, at the end.
+    """
+    from sklearn.model_selection import train_test_split
+
+    y = _labels(y)
+    _check_fraction("val", val)
+    _check_fraction("test", test)
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave some training data, got {val} + {test}.")
+    index = np.arange(len(y))
+    labels = y.numpy()
+    rest, test_idx = train_test_split(
+        index, test_size=test, random_state=seed, stratify=labels if stratify else None
+    )
+    train_idx, val_idx = train_test_split(
+        rest,
+        test_size=val / (1 - test),
+        random_state=seed,
+        stratify=labels[rest] if stratify else None,
+    )
+
+    def part(idx: np.ndarray) -> Data:
+        idx = torch.from_numpy(idx)
+        return Data(x[idx], y[idx])
+
+    return Splits(part(train_idx), part(val_idx), part(test_idx))
+
+
+# --- torchvision datasets, read from local files -------------------------------------
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A torchvision dataset's files are not on disk (and no download was asked for)."""
+
+
+_TORCHVISION = {
+    # our name: (torchvision class, folder torchvision reads, loader to call)
+    "mnist": ("MNIST", "MNIST/raw", "load_mnist"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", "load_fashion_mnist"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "load_cifar10"),
+}
+
+
+def _load_torchvision(name: str, root: str | Path, train: bool, download: bool) -> Data:
+    import torchvision.datasets
+
+    cls_name, folder, loader = _TORCHVISION[name]
+    root = Path(root).expanduser()
+    cls = getattr(torchvision.datasets, cls_name)
+    top = folder.split("/")[0]
+    try:
+        dataset = cls(str(root), train=train, download=download)
+    except (RuntimeError, OSError) as err:
+        if download:  # torchvision reports a failed download as a RuntimeError
+            raise DatasetNotFoundError(
+                f"Downloading {cls_name} into {root} failed: {err}\nThis machine seems to be "
+                f"offline. Download it elsewhere and copy the '{top}' folder into {root}, "
+                f"then call {loader}({str(root)!r}) without download=True."
+            ) from None
+        raise DatasetNotFoundError(
+            f"{cls_name} is not in {root} (torchvision looks in {root / folder}): {err}\n"
+            f"transferkit never downloads data unless asked. To get it, on a machine with "
+            f"internet run transferkit.data.{loader}({str(root)!r}, download=True), or copy "
+            f"the '{top}' folder from a machine that has it into {root}. "
+            "The lessons' default dataset, load_digits(), needs no download."
+        ) from None
+
+    data = torch.as_tensor(np.asarray(dataset.data))
+    if data.ndim == 3:  # MNIST-style (N, H, W) grey images
+        x = data.unsqueeze(1)
+    else:  # CIFAR-style (N, H, W, C) colour images
+        x = data.permute(0, 3, 1, 2)
+    x = x.float().div_(255.0).contiguous()
+    y = torch.as_tensor(dataset.targets, dtype=torch.long)
+    return Data(x, y, tuple(dataset.classes))
+
+
+def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> Data:
+    """MNIST (60,000 + 10,000 digits, 1×28×28) from ``root`` via torchvision."""
+    return _load_torchvision("mnist", root, train, download)
+
+
+def load_fashion_mnist(root: str | Path, train: bool = True, download: bool = False) -> Data:
+    """Fashion-MNIST (60,000 + 10,000 clothing images, 1×28×28) from ``root``."""
+    return _load_torchvision("fashion_mnist", root, train, download)
+
+
+def load_cifar10(root: str | Path, train: bool = True, download: bool = False) -> Data:
+    """CIFAR-10 (50,000 + 10,000 colour images, 3×32×32) from ``root``.
+
+    torchvision checks the files' MD5 checksums, so a truncated or altered
+    download is reported instead of loaded.
+    """
+    return _load_torchvision("cifar10", root, train, download)

@@ -1,0 +1,85 @@
+"""Where tensors live, and how to make a run repeatable.
+
+`pick_device()` chooses the fastest device this machine has: an NVIDIA GPU
+(CUDA), then an Apple GPU (MPS), then the CPU. Set the environment variable
+``TRANSFERKIT_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) to override it,
+for example to compare a CPU run with a GPU run of the same lesson.
+
+`seed_everything(seed)` seeds Python's, NumPy's and PyTorch's random number
+generators so that two runs with the same seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+ENV_VAR = "TRANSFERKIT_DEVICE"
+_KINDS = ("cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Return the device to train on.
+
+    Order of precedence: the ``prefer`` argument, then ``$TRANSFERKIT_DEVICE``,
+    then the best available of CUDA → MPS → CPU.
+
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    choice = prefer if prefer is not None else os.environ.get(ENV_VAR, "").strip()
+    if not choice:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+
+    source = "pick_device()" if prefer is not None else f"${ENV_VAR}"
+    kind, _, index = choice.lower().partition(":")
+    if kind not in _KINDS or (index and not index.isdigit()):
+        raise ValueError(
+            f"{source} is {choice!r}, which is not a device name. "
+            f"Use one of 'cpu', 'cuda', 'cuda:N' or 'mps' (or unset {ENV_VAR} to choose "
+            "automatically)."
+        )
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{source} asks for {choice!r}, but PyTorch sees no CUDA GPU here. "
+                f"Use 'cpu', or unset {ENV_VAR} to choose automatically."
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise RuntimeError(
+                f"{source} asks for {choice!r}, but only {count} CUDA device(s) exist "
+                f"(cuda:0 … cuda:{count - 1})."
+            )
+    if kind == "mps" and not _mps_available():
+        raise RuntimeError(
+            f"{source} asks for 'mps', but the Apple GPU backend is not available here. "
+            f"Use 'cpu', or unset {ENV_VAR} to choose automatically."
+        )
+    return torch.device(choice.lower())
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python, NumPy and PyTorch (all devices) with ``seed``; return it.
+
+    Two runs that call ``seed_everything`` with the same seed before building
+    and training a model produce the same weights on the same machine.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return seed

@@ -1,0 +1,122 @@
+"""Figures for the course, as pure functions: data in, plotly `Figure` out.
+
+Nothing here touches widgets or global state, so every figure can be built and
+checked in a test without a browser; `transferkit.widgets` wires controls to
+these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+_TRAIN, _VAL = "#1f77b4", "#ff7f0e"
+
+
+def _as_image_array(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, H, W), (N, 1, H, W), (N, 3, H, W) or flat square (N, H*W) → (N, H, W[, 3])."""
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.ndim == 2:
+        side = math.isqrt(arr.shape[1])
+        if side * side != arr.shape[1]:
+            raise ValueError(f"flat images of {arr.shape[1]} pixels are not square; "
+                             "reshape them to (N, H, W) first.")
+        arr = arr.reshape(-1, side, side)
+    elif arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim == 4 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    elif arr.ndim != 3:
+        raise ValueError(f"cannot draw images of shape {arr.shape}; expected (N, H, W), "
+                         "(N, 1, H, W), (N, 3, H, W) or (N, H*W).")
+    return arr
+
+
+def image_grid(
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence | None = None,
+    *,
+    ncols: int = 10,
+    title: str | None = None,
+    cell_px: int = 56,
+) -> go.Figure:
+    """A grid of images (grey or colour, values in [0, 1]) with optional captions."""
+    arr = _as_image_array(images)
+    n = len(arr)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image.")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels.")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    h, w = arr.shape[1:3]
+    pad = 1
+    canvas_shape = (nrows * (h + pad) - pad, ncols * (w + pad) - pad) + arr.shape[3:]
+    canvas = np.full(canvas_shape, np.nan if arr.ndim == 3 else 1.0, dtype=float)
+    for i, img in enumerate(arr):
+        r, c = divmod(i, ncols)
+        canvas[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = img
+    if arr.ndim == 3:
+        # Gaps between images are None (drawn as background): NaN would not survive the
+        # JSON that carries a FigureWidget to the browser.
+        z = [[None if np.isnan(v) else float(v) for v in row] for row in canvas]
+        trace = go.Heatmap(z=z, colorscale="gray_r", zmin=0, zmax=1, showscale=False,
+                           hoverinfo="skip")
+    else:
+        trace = go.Image(z=np.clip(canvas, 0, 1) * 255, hoverinfo="skip")
+    fig = go.Figure(trace)
+    if labels is not None:
+        for i, label in enumerate(labels):
+            r, c = divmod(i, ncols)
+            fig.add_annotation(x=c * (w + pad) + (w - 1) / 2, y=r * (h + pad) - 0.9,
+                               text=str(label), showarrow=False, font={"size": 11},
+                               yanchor="bottom")
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(
+        title=title, width=max(260, ncols * cell_px + 40),
+        height=nrows * (cell_px + 16) + (70 if title else 30),
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def history_figure(rows: Sequence[Mapping[str, float]], title: str | None = None) -> go.Figure:
+    """Loss per epoch (train and validation), and accuracy beside it when measured."""
+    columns = set(rows[0]) if rows else {"loss"}
+    has_acc = "accuracy" in columns
+    fig = make_subplots(rows=1, cols=2 if has_acc else 1,
+                        subplot_titles=("loss", "accuracy") if has_acc else ("loss",))
+    epochs = [row["epoch"] for row in rows]
+    panels = [("loss", 1)] + ([("accuracy", 2)] if has_acc else [])
+    for metric, col in panels:
+        for prefix, colour, name in (("", _TRAIN, "train"), ("val_", _VAL, "validation")):
+            key = prefix + metric
+            if key in columns or (not rows and prefix == ""):
+                fig.add_trace(
+                    go.Scatter(x=epochs, y=[row[key] for row in rows], mode="lines+markers",
+                               name=name, legendgroup=name, showlegend=col == 1,
+                               line={"color": colour}),
+                    row=1, col=col,
+                )
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(title=title, height=330, margin={"l": 50, "r": 20, "t": 60, "b": 40},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def class_counts_figure(y: torch.Tensor | Sequence[int], title: str | None = None) -> go.Figure:
+    """A bar chart of how many examples each class has."""
+    y = torch.as_tensor(y)
+    classes, counts = torch.unique(y, return_counts=True)
+    fig = go.Figure(go.Bar(x=[str(int(c)) for c in classes], y=counts.tolist(),
+                           text=counts.tolist(), textposition="outside"))
+    fig.update_layout(title=title, xaxis_title="class", yaxis_title="examples", height=300,
+                      margin={"l": 50, "r": 20, "t": 50 if title else 20, "b": 40})
+    return fig

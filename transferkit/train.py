@@ -1,0 +1,467 @@
+"""The training loop: `fit`, `evaluate` and the `History` they return.
+
+`fit` is plain mini-batch gradient descent, written out so it can be read:
+
+    for each epoch:
+        shuffle the training examples
+        for each mini-batch (x_b, y_b):
+            loss = L(model(x_b), y_b)        # forward
+            grads = ∂loss/∂θ                 # backward (autograd)
+            θ ← optimizer_step(θ, grads)     # e.g. θ ← θ − α·grads for SGD
+        measure loss (and accuracy) on the validation set
+
+Around that core it adds what a real run needs: a progress bar, early
+stopping, keeping the best weights seen on the validation set, mixed precision
+on CUDA, and a clean stop on Ctrl-C (or Jupyter's ■ button) that returns the
+history so far with the best weights restored.
+
+The data are in-memory tensors ``(x, y)``: for the course's datasets, slicing
+one big tensor is much faster than a `DataLoader` with worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
+from .device import pick_device
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+_OPTIMIZERS = {
+    "adam": (torch.optim.Adam, 1e-3),
+    "adamw": (torch.optim.AdamW, 1e-3),
+    "sgd": (torch.optim.SGD, 0.1),
+}
+
+
+# --- what fit returns -------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """Per-epoch measurements of one `fit` run.
+
+    ``history["val_loss"]`` is the column as a list; ``history.to_rows()`` the
+    rows as dictionaries; ``history.to_figure()`` a plotly figure of the curves.
+    """
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+    diverged: bool = False
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str) -> list[float]:
+        if self.rows and key not in self.rows[0]:
+            raise KeyError(f"no column {key!r}; the columns are {list(self.rows[0])}.")
+        return [row[key] for row in self.rows]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.rows[0]) if self.rows else []
+
+    def to_rows(self) -> list[dict[str, float]]:
+        return [dict(row) for row in self.rows]
+
+    def last(self) -> dict[str, float]:
+        return dict(self.rows[-1]) if self.rows else {}
+
+    def to_figure(self, title: str | None = None):
+        """Loss (and accuracy) per epoch as a `plotly.graph_objects.Figure`."""
+        from .plots import history_figure
+
+        return history_figure(self.rows, title=title)
+
+    def __repr__(self) -> str:
+        state = ", ".join(
+            flag for flag in ("stopped_early", "interrupted", "diverged") if getattr(self, flag)
+        )
+        last = ", ".join(f"{k}={v:.4g}" for k, v in self.last().items() if k != "epoch")
+        return f"History({len(self)} epochs{'; ' + state if state else ''}; last: {last})"
+
+
+@dataclass
+class FitState:
+    """What a callback sees at the end of each epoch; set ``stop = True`` to end training."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    history: History
+    epoch: int = 0
+    epochs: int = 0
+    stop: bool = False
+
+
+class Callback:
+    """Base class for callbacks: override the hooks you need."""
+
+    def on_train_begin(self, state: FitState) -> None: ...
+
+    def on_epoch_end(self, state: FitState) -> None: ...
+
+    def on_train_end(self, state: FitState) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, patience: int = 5, monitor: str = "val_loss", min_delta: float = 0.0):
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}.")
+        self.patience, self.monitor, self.min_delta = patience, monitor, min_delta
+        self.sign = -1.0 if "acc" in monitor else 1.0  # accuracy goes up, loss goes down
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.best, self.wait = math.inf, 0
+
+    def on_epoch_end(self, state: FitState) -> None:
+        value = self.sign * state.history.rows[-1][self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            state.stop = True
+            state.history.stopped_early = True
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _as_xy(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept a `Data`, an ``(x, y)`` pair, or a `TensorDataset` of two tensors."""
+    tensors = getattr(data, "tensors", data)  # TensorDataset keeps its tensors there
+    try:
+        x, y = tensors
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a pair of tensors (x, y), a transferkit Data or a TensorDataset; "
+            f"got {type(data).__name__}. For a DataLoader, collect it into tensors first."
+        ) from None
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"{name} must hold torch tensors, got ({type(x).__name__}, {type(y).__name__}). "
+            "Convert with torch.as_tensor(...)."
+        )
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}.")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty.")
+    return x, y
+
+
+def _loss_fn(loss: str | LossFn) -> LossFn:
+    if callable(loss):
+        return loss
+    if loss not in _LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(_LOSSES)} or a function.")
+    return _LOSSES[loss]
+
+
+def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_decay: float):
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if lr is not None:
+            raise ValueError("lr is set on the optimizer you passed; do not also pass lr=.")
+        return optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(
+            "every parameter of the model is frozen (requires_grad=False), so there is "
+            "nothing to train. Unfreeze some layers first."
+        )
+    if isinstance(optimizer, str):
+        if optimizer.lower() not in _OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(_OPTIMIZERS)},"
+                             " a torch.optim class or an optimizer instance.")
+        cls, default_lr = _OPTIMIZERS[optimizer.lower()]
+        return cls(params, lr=default_lr if lr is None else lr, weight_decay=weight_decay)
+    if callable(optimizer):  # a class or functools.partial(torch.optim.SGD, momentum=0.9)
+        kwargs = {"weight_decay": weight_decay} if weight_decay else {}
+        return optimizer(params, lr=1e-3 if lr is None else lr, **kwargs)
+    raise TypeError(f"optimizer must be a name, a torch.optim class or an instance, "
+                    f"got {type(optimizer).__name__}.")
+
+
+def _is_classification(output: torch.Tensor, y: torch.Tensor) -> bool:
+    return output.ndim == 2 and not y.dtype.is_floating_point and y.ndim == 1
+
+
+def _preflight(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+) -> tuple[bool, float]:
+    """Run a small batch before training, to turn shape mistakes into clear errors.
+
+    Runs in eval mode without gradients, so BatchNorm statistics do not move.
+    Returns whether the task is classification (so accuracy is measured) and
+    the loss before training (to recognise divergence).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                out = model(x[:2])
+            except RuntimeError as err:
+                raise ValueError(
+                    f"The model could not process inputs of shape {tuple(x.shape[1:])} "
+                    f"(a batch of 2 is {tuple(x[:2].shape)}): {err}\nCheck that the first "
+                    "layer expects this input size (flatten images for an MLP, or reshape)."
+                ) from None
+            if loss_fn is F.cross_entropy:
+                if y.dtype.is_floating_point:
+                    raise ValueError("cross-entropy needs integer class labels, but y is "
+                                     f"{y.dtype}. Convert with y.long().")
+                if out.ndim != 2:
+                    raise ValueError(f"for cross-entropy the model must output (batch, classes)"
+                                     f" scores, but it outputs shape {tuple(out.shape)}.")
+                n_classes = int(y.max()) + 1
+                if out.shape[1] < n_classes or int(y.min()) < 0:
+                    raise ValueError(
+                        f"The model outputs {out.shape[1]} class scores, but the labels run "
+                        f"from {int(y.min())} to {int(y.max())}. Give the last layer "
+                        f"{n_classes} outputs, or relabel the classes 0..{out.shape[1] - 1}."
+                    )
+            elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
+                raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
+                                 f"equal the target shape {tuple(y.shape[1:])}.")
+            initial_loss = float(loss_fn(model(x[:256]).float(), y[:256]))
+    finally:
+        model.train(was_training)
+    return _is_classification(out, y), initial_loss
+
+
+def _autocast(device: torch.device, amp: bool):
+    """Mixed precision: bfloat16 where the GPU supports it, else float16 (needs a scaler)."""
+    if not amp:
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def _measure(model, x, y, loss_fn, batch_size, classify, autocast) -> dict[str, float]:
+    total, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            with autocast():
+                out = model(xb)
+                total += loss_fn(out.float(), yb) * len(xb)
+            if classify:
+                correct += (out.argmax(dim=1) == yb).sum()
+    result = {"loss": total.item() / len(x)}
+    if classify:
+        result["accuracy"] = correct.item() / len(x)
+    return result
+
+
+# --- the public API ---------------------------------------------------------------------
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: str | LossFn = "cross_entropy",
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Mean loss (and accuracy, for classification) of ``model`` on ``data``.
+
+    The model is put in eval mode for the measurement and then back in the mode
+    it was in.
+    """
+    x, y = _as_xy(data, "data")
+    loss_fn = _loss_fn(loss)
+    device = pick_device(str(device)) if device is not None else _model_device(model)
+    model.to(device)
+    x, y = x.to(device), y.to(device)
+    classify, _ = _preflight(model, x, y, loss_fn)
+    was_training = model.training
+    model.eval()
+    try:
+        return _measure(model, x, y, loss_fn, batch_size, classify,
+                        contextlib.nullcontext)
+    finally:
+        model.train(was_training)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def fit(
+    model: nn.Module,
+    train: Any,
+    val: Any = None,
+    *,
+    epochs: int = 10,
+    lr: float | None = None,
+    optimizer: str | Any = "adam",
+    loss: str | LossFn = "cross_entropy",
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    device: str | torch.device | None = None,
+    callbacks: Sequence[Callback] = (),
+    early_stopping: int | None = None,
+    restore_best: bool = True,
+    amp: bool | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    live_plot: bool = False,
+) -> History:
+    """Train ``model`` on ``train = (x, y)`` and return its `History`.
+
+    Args:
+        val: optional ``(x, y)`` measured after every epoch; needed for
+            ``early_stopping`` and ``restore_best``.
+        lr: learning rate (default 1e-3 for Adam/AdamW, 0.1 for SGD).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, a `torch.optim` class or
+            ``functools.partial`` (called with the trainable parameters and
+            ``lr``), or a ready optimizer instance.
+        loss: ``"cross_entropy"`` (labels), ``"mse"`` (targets of the output's
+            shape, e.g. ``(x, x)`` for an autoencoder) or a function.
+        early_stopping: stop after this many epochs without a lower val loss.
+        restore_best: at the end, load the weights of the epoch with the lowest
+            val loss (only with ``val``).
+        amp: mixed precision; default on for CUDA, off elsewhere.
+        seed: seeds the shuffling of mini-batches (default: torch's global RNG,
+            so `seed_everything` makes the whole run repeatable).
+        progress: show a progress bar (a widget in Jupyter, text elsewhere).
+        live_plot: in a notebook, draw the loss curves as they are measured.
+
+    Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
+    returned, with the best weights restored.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if early_stopping is not None and val is None:
+        raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
+    device = pick_device(str(device)) if device is not None else pick_device()
+    amp = (device.type == "cuda") if amp is None else bool(amp)
+    if amp and device.type != "cuda":
+        raise ValueError(f"amp=True needs a CUDA device; training runs on {device}.")
+
+    was_training = model.training
+    x, y = (t.to(device) for t in _as_xy(train, "train"))
+    has_val = val is not None
+    if has_val:
+        x_val, y_val = (t.to(device) for t in _as_xy(val, "val"))
+    model.to(device)
+    loss_fn = _loss_fn(loss)
+    classify, initial_loss = _preflight(model, x, y, loss_fn)
+    opt = _make_optimizer(optimizer, model, lr, weight_decay)
+    autocast, scaler = _autocast(device, amp)
+    generator = torch.Generator().manual_seed(
+        seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
+    )
+
+    callbacks = list(callbacks)
+    if early_stopping is not None:
+        callbacks.append(EarlyStopping(patience=early_stopping))
+    if live_plot:
+        from .widgets import LivePlot
+
+        callbacks.append(LivePlot())
+    history = History()
+    state = FitState(model, opt, history, epochs=epochs)
+    best_loss, best_state = math.inf, None
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not progress, leave=True)
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    try:
+        for epoch in range(1, epochs + 1):
+            start_time = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(x), generator=generator).to(device)
+            total = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                xb, yb = x[idx], y[idx]
+                with autocast():
+                    out = model(xb)
+                    batch_loss = loss_fn(out.float(), yb)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(batch_loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    batch_loss.backward()
+                    opt.step()
+                total += batch_loss.detach() * len(idx)
+                if classify:
+                    correct += (out.detach().argmax(dim=1) == yb).sum()
+
+            row = {"epoch": epoch, "loss": total.item() / len(x)}
+            if classify:
+                row["accuracy"] = correct.item() / len(x)
+            if has_val:
+                model.eval()
+                measured = _measure(model, x_val, y_val, loss_fn, 512, classify, autocast)
+                row.update({f"val_{k}": v for k, v in measured.items()})
+            row["lr"] = opt.param_groups[0]["lr"]
+            row["seconds"] = time.perf_counter() - start_time
+            history.rows.append(row)
+
+            # Diverged: the loss is inf/nan, or 1000× what it was before training.
+            if not math.isfinite(row["loss"]) or row["loss"] > 1000 * max(initial_loss, 1e-6):
+                history.diverged = True
+                warnings.warn(
+                    f"the training loss became {row['loss']:.3g} in epoch {epoch} (it was "
+                    f"{initial_loss:.3g} before training), so training stopped. The learning "
+                    "rate is probably too large for this model.",
+                    RuntimeWarning, stacklevel=2,
+                )
+                break
+            if has_val and restore_best and row["val_loss"] < best_loss:
+                best_loss = row["val_loss"]
+                history.best_epoch = epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                             if k not in ("epoch", "lr", "seconds")})
+            state.epoch = epoch
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if state.stop:
+                break
+    except KeyboardInterrupt:
+        history.interrupted = True
+    finally:
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.train(was_training)
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return history
+
+
+__all__: Iterable[str] = [
+    "Callback", "EarlyStopping", "FitState", "History", "evaluate", "fit",
+    "load_checkpoint", "save_checkpoint",
+]

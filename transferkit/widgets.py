@@ -1,0 +1,125 @@
+"""Interactive controls for the lessons: ipywidgets wired to `transferkit.plots`.
+
+Each widget answers one question. The figures are drawn by the pure functions
+in `plots`; this module only connects sliders and menus to them. If a callback
+fails, the error is shown in the widget itself (red text under the controls),
+never lost in a log the learner cannot see.
+
+Plotly's `FigureWidget` needs the ``anywidget`` package, and JupyterLab needs
+``jupyterlab_widgets``; both are dependencies of transferkit.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import ipywidgets as W
+import plotly.graph_objects as go
+from IPython.display import display
+
+from . import plots
+from .train import Callback, FitState
+
+
+def show_in(widget: go.FigureWidget, figure: go.Figure) -> None:
+    """Replace what ``widget`` shows with ``figure``, in one redraw."""
+    with widget.batch_update():
+        if len(widget.data) != len(figure.data) or any(
+            a.type != b.type for a, b in zip(widget.data, figure.data, strict=True)
+        ):
+            widget.data = []
+            widget.add_traces(list(figure.data))
+        else:
+            for old, new in zip(widget.data, figure.data, strict=True):
+                old.update(new.to_plotly_json(), overwrite=True)
+        widget.layout.update(figure.layout.to_plotly_json(), overwrite=True)
+
+
+def guarded(status: W.HTML, fn: Callable[[], None]) -> Callable[..., None]:
+    """Wrap a widget callback so that an error appears in ``status`` instead of vanishing."""
+
+    def run(*_args, **_kwargs) -> None:
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001  (shown to the learner, not swallowed)
+            status.value = (
+                "<div class='transferkit-error' style='color:#b00020'>⚠ "
+                f"{html.escape(type(err).__name__)}: {html.escape(str(err))}</div>"
+            )
+
+    return run
+
+
+class Panel:
+    """Controls above a figure, and a status line; displays as one widget."""
+
+    def __init__(self, controls: list[W.Widget], figure: go.Figure):
+        self.figure = go.FigureWidget(figure)
+        self.status = W.HTML()
+        self.box = W.VBox([W.HBox(controls), self.status, self.figure])
+        self.controls: dict[str, W.Widget] = {}
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)
+
+
+def digits_browser(data=None, per_page: int = 30) -> Panel:
+    """Browse a dataset's images by class, a page at a time.
+
+    ``data`` is a `transferkit.data.Data` of images (default: the digits).
+    """
+    if data is None:
+        from .data import load_digits
+
+        data = load_digits()
+    x, y = data
+    names = list(data.classes) or [str(c) for c in sorted(set(y.tolist()))]
+    klass = W.Dropdown(options=[("all", -1)] + [(n, i) for i, n in enumerate(names)],
+                       value=-1, description="class")
+    page = W.IntSlider(value=0, min=0, max=0, description="page", continuous_update=False)
+
+    def selection():
+        index = (y == klass.value).nonzero().flatten() if klass.value >= 0 else None
+        return (x, y) if index is None else (x[index], y[index])
+
+    def draw(xs, ys):
+        start = page.value * per_page
+        chunk = slice(start, start + per_page)
+        labels = [names[int(c)] for c in ys[chunk]]
+        title = f"images {start + 1}–{start + len(labels)} of {len(ys)}"
+        return plots.image_grid(xs[chunk], labels, ncols=10, title=title)
+
+    xs, ys = selection()
+    panel = Panel([klass, page], draw(xs, ys))
+    page.max = max(0, (len(ys) - 1) // per_page)
+
+    def on_class() -> None:
+        xs, ys = selection()
+        page.value, page.max = 0, max(0, (len(ys) - 1) // per_page)
+        on_page()
+
+    def on_page() -> None:
+        panel.status.value = ""
+        show_in(panel.figure, draw(*selection()))
+
+    klass.observe(guarded(panel.status, on_class), names="value")
+    page.observe(guarded(panel.status, on_page), names="value")
+    panel.controls = {"class": klass, "page": page}
+    return panel
+
+
+class LivePlot(Callback):
+    """Draws the loss (and accuracy) curves in the notebook while `fit` runs."""
+
+    def __init__(self, title: str | None = "training curves"):
+        self.title = title
+        self.figure: go.FigureWidget | None = None
+
+    def on_epoch_end(self, state: FitState) -> None:
+        fig = plots.history_figure(state.history.rows, title=self.title)
+        if self.figure is None:
+            self.figure = go.FigureWidget(fig)
+            display(self.figure)
+        else:
+            show_in(self.figure, fig)
