@@ -11,7 +11,6 @@ def test_right_and_wrong_answers_with_hints():
 
 
 def test_numeric_answers_accept_tensors_and_floats():
-    import torch
 
     from transferkit.data import load_digits
 

@@ -130,7 +130,8 @@ def _pixels_per_image(answer: Any) -> tuple[bool, str]:
     if close(answer, right, rel=0):
         return True, "right: each 8×8 image is a vector of that many pixels."
     if close(answer, 8, rel=0):
-        return False, "that is one side of the image; how many pixels does a square of that side hold?"
+        return False, ("that is one side of the image; how many pixels does a square of "
+                       "that side hold?")
     return False, "look at x.shape: the second number is the length of one image's vector."
 
 

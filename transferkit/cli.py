@@ -33,6 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def lab_command(workdir: Path, port: int, token: str, open_browser: bool) -> list[str]:
     """The command that starts JupyterLab on ``workdir``, bound to loopback."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0  # containers, CI: Jupyter refuses
     return [
         sys.executable, "-m", "jupyter", "lab",
         "--ServerApp.ip=127.0.0.1",
@@ -41,6 +42,7 @@ def lab_command(workdir: Path, port: int, token: str, open_browser: bool) -> lis
         f"--ServerApp.root_dir={workdir}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.open_browser={open_browser}",
+        *(["--ServerApp.allow_root=True"] if as_root else []),
     ]
 
 

@@ -1,0 +1,81 @@
+"""The project's promises about installation, environments and the lessons' files."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name, where they differ
+LESSONS = sorted(p for p in (ROOT / "lessons").glob("*.ipynb") if ".updated-" not in p.name)
+
+
+def runtime_dependencies() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0] for dep in project["dependencies"]]
+
+
+def conda_names(path: Path) -> set[str]:
+    env = yaml.safe_load(path.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            names.add(re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].lower())
+    return names
+
+
+@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
+def test_every_runtime_dependency_is_in_the_environment_file(env_file):
+    names = conda_names(ROOT / env_file)
+    missing = [d for d in runtime_dependencies() if CONDA_NAMES.get(d, d).lower() not in names]
+    assert not missing, f"{env_file} lacks {missing} (listed in pyproject.toml)"
+
+
+def test_binder_uses_cpu_pytorch_and_a_strict_post_build():
+    env = (ROOT / "binder" / "environment.yml").read_text()
+    assert re.search(r"^\s*- pytorch.*=cpu\*", env, re.M)
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "set -e" in post and "pip install" in post
+
+
+def test_import_is_light():
+    code = ("import sys, transferkit, transferkit.data, transferkit.train; "
+            "heavy = [m for m in ('plotly', 'ipywidgets', 'torchvision') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^python3 course\.py \w+$", readme, re.M)
+    assert commands[:2] == ["python3 course.py lab", "python3 course.py test"]
+    assert "python3 course.py test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_there_are_lessons():
+    assert LESSONS and LESSONS[0].name == "00_welcome.ipynb"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_file_hygiene(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3", "JupyterLab would ask for a kernel"
+    assert "widgets" not in nb["metadata"], "stored widget state goes stale; strip it"
+    assert path.stat().st_size < 1_000_000
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    assert not any("download=True" in s and "NBVAL_SKIP" not in s for s in sources)
+    assert sum("check(" in s for s in sources) >= 2, "each lesson has self-checked exercises"
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"stored error output in {path.name}"
+            assert "Traceback" not in "".join(output.get("text", ""))
