@@ -83,7 +83,7 @@ def ensure_chromium() -> None:
 
 def lab(args: list[str]) -> int:
     ensure_venv(set())
-    command = [BIN / "transferkit", "lab", "--lessons", ROOT / "lessons",
+    command = [PYTHON, "-m", "transferkit.cli", "lab", "--lessons", ROOT / "lessons",
                "--workdir", ROOT / "my-lessons", *args]
     say(" ".join(str(c) for c in command))
     return subprocess.call([str(c) for c in command])

@@ -14,8 +14,8 @@ To add a lesson, add one entry to ``EXPECTATIONS``, e.g.::
     "03_finetune.ipynb": LessonExpectation(
         selectors=(WIDGET_SLIDER, PLOTLY_PLOT),
         interactions=(
-            press_slider("epoch", watch=PLOTLY_TITLE, expect=r"epoch 2\\b"),
-            choose("model", "frozen", watch=PLOTLY_TITLE),
+            press_slider("epoch", watch=plot_title_beside("epoch"), expect=r"epoch 2\\b"),
+            choose("model", "frozen", watch=plot_title_beside("model")),
         ),
     ),
 
@@ -34,17 +34,27 @@ WIDGET_SLIDER = ".widget-slider"
 WIDGET_DROPDOWN = ".widget-dropdown"
 WIDGET_BUTTON = ".widget-button"
 PLOTLY_PLOT = ".js-plotly-plot"
-# The title of a plotly figure (an SVG <text>); the first figure in the notebook.
+# The title of a plotly figure is an SVG <text class="gtitle">.
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
-PLOTLY_ANNOTATIONS = ".js-plotly-plot .annotation-text"
+
+
+def _label(description: str) -> str:
+    """Selector of an ipywidget's description label (``<label class="widget-label">``)."""
+    if '"' in description:
+        raise ValueError(f"description must not contain a double quote: {description!r}")
+    return f'.widget-label:text-is("{description}")'
 
 
 def _described(widget_class: str, description: str) -> str:
-    """Selector of the ipywidget of ``widget_class`` whose description label is exactly
-    ``description`` (ipywidgets renders it as ``<label class="widget-label">``)."""
-    if '"' in description:
-        raise ValueError(f"description must not contain a double quote: {description!r}")
-    return f'{widget_class}:has(.widget-label:text-is("{description}"))'
+    """Selector of the ipywidget of ``widget_class`` whose description is ``description``."""
+    return f"{widget_class}:has({_label(description)})"
+
+
+def plot_title_beside(description: str) -> str:
+    """Selector of the title of the plotly figure in the same ``VBox`` as the control whose
+    description is ``description`` (lessons show static plotly figures too, so a bare
+    ``PLOTLY_TITLE`` may match another figure)."""
+    return f".widget-vbox:has({_label(description)}) {PLOTLY_TITLE}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ class Interaction:
         ``<select>`` matched by ``control``.
     ``watch``: selector of the element whose text must differ from its text before the
     action, within ``timeout_ms``; if ``expect`` is given it must also match the new text,
-    and ``before`` (if given) must match the text before the action.
+    and ``before`` (if given) must match the text before the action. ``control`` and
+    ``watch`` must each match exactly one element.
     """
 
     control: str
@@ -135,17 +146,24 @@ class LessonExpectation:
 
 
 EXPECTATIONS: dict[str, LessonExpectation] = {
-    # The digits browser: a "class" Dropdown, a "page" IntSlider (continuous_update=False)
-    # and a plotly FigureWidget titled "images 1–30 of 1797"; one step of the page slider
-    # must move the title to the next 30 images.
+    # The digits browser (transferkit.widgets.digits_browser): a "class" Dropdown, a "page"
+    # IntSlider (continuous_update=False) and a plotly FigureWidget titled
+    # "images 1–30 of 1797". One step of the slider shows the next 30 images; picking
+    # class "3" shows the first page of its 183 images.
     "00_welcome.ipynb": LessonExpectation(
-        selectors=(WIDGET_SLIDER, WIDGET_DROPDOWN, PLOTLY_PLOT, PLOTLY_TITLE),
+        selectors=(WIDGET_SLIDER, WIDGET_DROPDOWN, PLOTLY_PLOT, plot_title_beside("page")),
         interactions=(
             press_slider(
                 "page",
-                watch=PLOTLY_TITLE,
-                before=r"images 1\s*[–-]\s*30 of 1797",
-                expect=r"images 31\s*[–-]\s*60 of 1797",
+                watch=plot_title_beside("page"),
+                before=r"images 1–30 of 1797",
+                expect=r"images 31–60 of 1797",
+            ),
+            choose(
+                "class",
+                "33",
+                watch=plot_title_beside("class"),
+                expect=r"images 1–30 of 183\b",
             ),
         ),
     ),

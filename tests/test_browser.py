@@ -59,11 +59,9 @@ WIDGET_TIMEOUT_MS = 30_000  # an expected selector to become visible
 
 # JupyterLab 4 DOM.
 NOTEBOOK_PANEL = ".jp-NotebookPanel"
-KERNEL_IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
+# Beware: the toolbar's ".jp-Notebook-ExecutionIndicator" reads data-status="idle" before
+# any kernel exists, so kernel state is read from the app (see _KERNEL_IDLE_JS).
 CODE_PROMPT = ".jp-CodeCell .jp-InputArea-prompt"
-# Errors (tracebacks) and stderr both render as this mime type in JupyterLab 4.
-STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
-WIDGET_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]'
 MENU = '.lm-MenuBar-item:has(.lm-MenuBar-itemLabel:text-is("{}"))'
 MENU_ITEM = '.lm-Menu-item[data-command="{}"]'
 
@@ -274,30 +272,74 @@ def _menu(page, menu: str, command: str) -> None:
     page.locator(MENU_ITEM.format(command)).click()
 
 
+# The current notebook's kernel is connected and idle (window.jupyterapp is exposed by
+# --LabApp.expose_app_in_browser).
+_KERNEL_IDLE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const ctx = panel && panel.sessionContext;
+  const kernel = ctx && ctx.isReady && ctx.session && ctx.session.kernel;
+  return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+
+_KERNEL_STATE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const ctx = panel && panel.sessionContext;
+  if (!ctx) return 'no notebook session';
+  const kernel = ctx.session && ctx.session.kernel;
+  if (!kernel) return `no kernel (session ready: ${ctx.isReady})`;
+  return `kernel ${kernel.name}: ${kernel.status}, ${kernel.connectionStatus}`;
+}"""
+
+
+# Whether any of the elements matched by the selector in args[0] has text matching PATTERN.
+_ANY_PROMPT_MATCHES_JS = (
+    "([sel]) => [...document.querySelectorAll(sel)].some(e => PATTERN.test(e.textContent))"
+)
+
+
+def _wait_kernel_idle(page, lesson: str, timeout_ms: int) -> None:
+    try:
+        page.wait_for_function(_KERNEL_IDLE_JS, timeout=timeout_ms, polling=250)
+    except Exception as exc:
+        state = page.evaluate(_KERNEL_STATE_JS)
+        raise AssertionError(
+            f"{lesson}: no connected, idle kernel within {timeout_ms / 1000:.0f} s ({state})"
+        ) from exc
+
+
 def _run_all_and_wait(page, lesson: str) -> float:
     """Edit → Clear Outputs of All Cells, Run → Run All Cells, then wait until no cell is
     queued or running and the kernel is idle."""
     panel = page.locator(NOTEBOOK_PANEL)
     panel.locator(".jp-Cell").first.click()  # make sure the notebook is the current widget
-    # Stored outputs/execution counts would make "every cell ran" meaningless.
+    # Also clears execution counts: every prompt reads "[ ]:" until its cell runs.
     _menu(page, "Edit", "editmenu:clear-all")
+    prompts = f"{NOTEBOOK_PANEL} {CODE_PROMPT}"
     started = time.monotonic()
-    # Running all cells sets every code cell's prompt to "[*]:" synchronously in the
-    # click's event handler, so once the click returns the wait below cannot pass early.
     _menu(page, "Run", "runmenu:run-all")
+    try:  # queued cells read "[*]:", run ones "[n]:"
+        page.wait_for_function(
+            _ANY_PROMPT_MATCHES_JS.replace("PATTERN", "/[*0-9]/"),
+            arg=[prompts],
+            timeout=15_000,
+        )
+    except Exception as exc:
+        raise AssertionError(
+            f"{lesson}: Run All Cells started no cell ({page.evaluate(_KERNEL_STATE_JS)}; "
+            f"prompts: {_prompts(page)})"
+        ) from exc
     try:
         page.wait_for_function(
-            """([promptSel, idleSel]) =>
-                 ![...document.querySelectorAll(promptSel)].some(e => e.textContent.includes('*'))
-                 && document.querySelector(idleSel) !== null""",
-            arg=[f"{NOTEBOOK_PANEL} {CODE_PROMPT}", f"{NOTEBOOK_PANEL} {KERNEL_IDLE}"],
+            f"(args) => !({_ANY_PROMPT_MATCHES_JS.replace('PATTERN', '/[*]/')})(args)"
+            f" && ({_KERNEL_IDLE_JS})()",
+            arg=[prompts],
             timeout=RUN_ALL_TIMEOUT_MS,
             polling=250,
         )
     except Exception as exc:  # playwright TimeoutError: add what the prompts showed
         raise AssertionError(
             f"{lesson}: cells did not finish within {RUN_ALL_TIMEOUT_MS / 1000:.0f} s "
-            f"(prompts: {_prompts(page)})"
+            f"({page.evaluate(_KERNEL_STATE_JS)}; prompts: {_prompts(page)})"
         ) from exc
     return time.monotonic() - started
 
@@ -321,9 +363,62 @@ _MODEL_STATE_JS = """() => {
 }"""
 
 
-def _error_outputs(page) -> list[str]:
-    """Every error the executed notebook shows, as readable strings (empty when clean)."""
-    panel = page.locator(NOTEBOOK_PANEL)
+_DOM_PROBLEMS_JS = """([panelSel]) => {
+  const problems = [];
+  const panel = document.querySelector(panelSel);
+  if (!panel) return problems;
+  panel.querySelectorAll('.jp-Notebook .jp-Cell').forEach((cell, i) => {
+    for (const output of cell.querySelectorAll('.jp-OutputArea-output')) {
+      const text = (output.innerText || '').trim();
+      const mime = output.getAttribute('data-mime-type');
+      if (mime === 'application/vnd.jupyter.stderr' && text.includes('Traceback')) {
+        problems.push({ cell: i, kind: 'traceback shown', text });
+      }
+      // transferkit.widgets.guarded shows a failing widget callback as .transferkit-error
+      for (const el of output.querySelectorAll('.transferkit-error')) {
+        problems.push({ cell: i, kind: 'widget callback error', text: el.innerText || '' });
+      }
+      if (output.querySelector('.jupyter-widgets-error-widget')) {
+        const kind = 'widget failed to render';
+        problems.push({ cell: i, kind, text: 'ipywidgets error widget' });
+      }
+      if (text.startsWith('Error displaying widget')) {
+        problems.push({ cell: i, kind: 'widget failed to render', text });
+      }
+      if (text === 'Loading widget...') {
+        problems.push({ cell: i, kind: 'widget still loading', text });
+      }
+    }
+  });
+  return problems;
+}"""
+
+
+def _dom_problems(page) -> list[dict]:
+    return page.evaluate(_DOM_PROBLEMS_JS, [NOTEBOOK_PANEL])
+
+
+def _wait_widgets_settled(page, lesson: str) -> None:
+    """Wait until no widget output still reads "Loading widget..."."""
+    deadline = time.monotonic() + WIDGET_TIMEOUT_MS / 1000
+    while True:
+        loading = [p for p in _dom_problems(page) if p["kind"] == "widget still loading"]
+        if not loading:
+            return
+        if time.monotonic() > deadline:
+            cells = sorted({p["cell"] for p in loading})
+            raise AssertionError(
+                f"{lesson}: widget output(s) in cell(s) {cells} still read 'Loading widget...' "
+                f"after {WIDGET_TIMEOUT_MS / 1000:.0f} s"
+            )
+        page.wait_for_timeout(250)
+
+
+def _error_outputs(page, page_errors: list[str]) -> list[str]:
+    """Every error the executed notebook shows, as readable strings (empty when clean).
+
+    Cell numbers are 0-based positions among all cells of the notebook.
+    """
     found: list[str] = []
     # 1. Error outputs and never-run cells (Run All stops at the first error) in the
     #    notebook model; window.jupyterapp is exposed by --LabApp.expose_app_in_browser.
@@ -333,15 +428,14 @@ def _error_outputs(page) -> list[str]:
     else:
         found.extend(f"error output: {e}" for e in state["errors"])
         if state["notRun"]:
-            found.append(f"non-empty code cells that did not run (0-based): {state['notRun']}")
-    # 2. What the user sees: tracebacks (errors render as stderr-typed outputs).
-    for text in panel.locator(STDERR_OUTPUT).all_inner_texts():
-        if "Traceback" in text:
-            found.append("traceback shown:\n" + _clip(text))
-    # 3. Widgets that failed to render.
-    for text in panel.locator(WIDGET_OUTPUT).all_inner_texts():
-        if "Error displaying widget" in text:
-            found.append(f"widget output: {text.strip()[:200]}")
+            found.append(f"non-empty code cells that did not run: {state['notRun']}")
+    # 2. What the user sees: tracebacks (JupyterLab renders errors as stderr-typed
+    #    outputs) and widgets that failed to render.
+    for problem in _dom_problems(page):
+        found.append(f"cell {problem['cell']}: {problem['kind']}:\n{_clip(problem['text'])}")
+    # 3. Uncaught exceptions in the page (e.g. an anywidget whose render() throws leaves
+    #    an empty output and only this trace).
+    found.extend(f"uncaught page error: {_clip(e, 600)}" for e in page_errors)
     return found
 
 
@@ -361,29 +455,25 @@ def _check_selectors(page, lesson: str, expectation: LessonExpectation) -> None:
             missing.append(selector)
             timeout = 2_000  # already failing: do not wait the full time for the rest
     if missing:
-        widget_texts = [t.strip()[:120] for t in panel.locator(WIDGET_OUTPUT).all_inner_texts()]
+        outputs = [_clip(t, 120) for t in panel.locator(".jp-OutputArea-output").all_inner_texts()]
         raise AssertionError(
             f"{lesson}: expected selector(s) not visible: {missing}; "
-            f"widget outputs read: {widget_texts}"
+            f"the notebook's outputs read: {outputs}"
         )
-    loading = [
-        t.strip() for t in panel.locator(WIDGET_OUTPUT).all_inner_texts() if "Loading widget" in t
-    ]
-    assert not loading, f"{lesson}: widget(s) still 'Loading widget...': {loading}"
 
 
 def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
     panel = page.locator(NOTEBOOK_PANEL)
     what = f"{lesson}: {interaction.describe()}"
     control = panel.locator(interaction.control)
-    watch = panel.locator(interaction.watch).first
-    if control.count() == 0:
-        raise AssertionError(f"{what}: no element matches the control selector")
-    try:
-        watch.wait_for(state="attached", timeout=WIDGET_TIMEOUT_MS)
-    except Exception as exc:
-        raise AssertionError(f"{what}: no element matches the watched selector") from exc
-    control = control.first
+    watch = panel.locator(interaction.watch)
+    for name, locator in (("control", control), ("watched", watch)):
+        try:
+            locator.first.wait_for(state="attached", timeout=WIDGET_TIMEOUT_MS)
+        except Exception as exc:
+            raise AssertionError(f"{what}: no element matches the {name} selector") from exc
+        if (n := locator.count()) != 1:
+            raise AssertionError(f"{what}: the {name} selector is ambiguous ({n} matches)")
     control.scroll_into_view_if_needed()
     before = (watch.text_content() or "").strip()
     if interaction.before and not re.search(interaction.before, before):
@@ -397,9 +487,14 @@ def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
             control.press(key)
     else:
         option = interaction.option
+        labels = [t.strip() for t in control.locator("option").all_text_contents()]
         if isinstance(option, int):
+            if not 0 <= option < len(labels):
+                raise AssertionError(f"{what}: no option #{option}; the options are {labels}")
             control.select_option(index=option)
         else:
+            if option not in labels:
+                raise AssertionError(f"{what}: no option {option!r}; the options are {labels}")
             control.select_option(label=option)
     deadline = time.monotonic() + interaction.timeout_ms / 1000
     after = before
@@ -426,8 +521,10 @@ def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_
     screenshot = tmp_path / f"{stem}.png"
     context = chromium.new_context(viewport={"width": 1500, "height": 1100})
     page = context.new_page()
-    page_errors: list[str] = []
+    page_errors: list[str] = []  # uncaught exceptions: a failure
+    console_errors: list[str] = []  # console.error: only printed when the test fails
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     try:
@@ -437,18 +534,21 @@ def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_
             timeout=PAGE_LOAD_TIMEOUT_MS,
         )
         try:
-            page.locator(f"{NOTEBOOK_PANEL} {KERNEL_IDLE}").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+            page.locator(f"{NOTEBOOK_PANEL} .jp-Cell").first.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+            _wait_kernel_idle(page, lesson, PAGE_LOAD_TIMEOUT_MS)
         except Exception as exc:
             raise AssertionError(
                 f"{lesson}: notebook with an idle kernel did not appear within "
-                f"{PAGE_LOAD_TIMEOUT_MS / 1000:.0f} s; server log:\n{lab_server.log_tail(20)}"
+                f"{PAGE_LOAD_TIMEOUT_MS / 1000:.0f} s ({exc}); "
+                f"server log:\n{lab_server.log_tail(20)}"
             ) from exc
         assert page.locator(NOTEBOOK_PANEL).count() == 1, "expected exactly one open notebook"
         timings["open"] = time.monotonic() - t0
 
         timings["run all"] = _run_all_and_wait(page, lesson)
+        _wait_widgets_settled(page, lesson)
 
-        errors = _error_outputs(page)
+        errors = _error_outputs(page, page_errors)
         assert not errors, f"{lesson}: errors after Run All Cells:\n" + "\n".join(errors)
 
         if expectation is not None:
@@ -456,14 +556,14 @@ def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_
             for interaction in expectation.interactions:
                 before, after = _interact(page, lesson, interaction)
                 print(f"[browser] {lesson}: {interaction.describe()}: {before!r} -> {after!r}")
-            errors = _error_outputs(page)
+            errors = _error_outputs(page, page_errors)
             assert not errors, f"{lesson}: errors after the interactions:\n" + "\n".join(errors)
             if expectation.selectors:  # show the widgets in the screenshot
                 first = page.locator(NOTEBOOK_PANEL).locator(expectation.selectors[0]).first
                 first.scroll_into_view_if_needed()
     except BaseException:
-        if page_errors:
-            print(f"[browser] {lesson}: page errors: {page_errors[:5]}")
+        for text in console_errors[:10]:
+            print(f"[browser] {lesson}: console error: {_clip(text, 600)}")
         raise
     finally:
         try:

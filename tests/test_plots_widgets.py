@@ -12,8 +12,12 @@ def test_image_grid_places_every_image():
     fig = plots.image_grid(x[:12], [str(int(c)) for c in y[:12]], ncols=5, title="digits")
     assert isinstance(fig, go.Figure)
     z = np.array(fig.data[0].z, dtype=float)
-    assert z.shape == (3 * 9 - 1, 5 * 9 - 1)  # 3 rows × 5 columns of 8×8 with 1-px gaps
-    assert np.allclose(z[0:8, 9:17], x[1].reshape(8, 8).numpy())
+    # 3 rows × 5 columns of 8×8 images, 1-px gaps, and a 2-px caption strip above each row
+    assert z.shape == (3 * 11 - 1, 5 * 9 - 1)
+    assert np.allclose(z[2:10, 9:17], x[1].reshape(8, 8).numpy())
+    assert np.isnan(z[0:2, :]).all()  # the caption strip is background
+    captions = fig.layout.annotations
+    assert captions[1].x == 9 + 3.5 and captions[6].y < 11 + 2  # above its image
     assert [a.text for a in fig.layout.annotations] == [str(int(c)) for c in y[:12]]
 
 
@@ -59,6 +63,9 @@ def test_digits_browser_page_and_class_controls_change_the_figure():
     assert page.value == 0 and panel.figure.layout.title.text == "images 1–30 of 183"
     assert {a.text for a in panel.figure.layout.annotations} == {"3"}
     assert panel.status.value == ""
+    bundle = panel._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"].startswith("[interactive: browse")
 
 
 def test_widget_callback_errors_are_shown_in_the_widget(monkeypatch):

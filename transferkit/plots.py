@@ -56,11 +56,14 @@ def image_grid(
     nrows = math.ceil(n / ncols)
     h, w = arr.shape[1:3]
     pad = 1
-    canvas_shape = (nrows * (h + pad) - pad, ncols * (w + pad) - pad) + arr.shape[3:]
+    top = max(1, round(0.3 * h)) if labels is not None else 0  # room for a caption
+    step_y, step_x = top + h + pad, w + pad
+    canvas_shape = (nrows * step_y - pad, ncols * step_x - pad) + arr.shape[3:]
     canvas = np.full(canvas_shape, np.nan if arr.ndim == 3 else 1.0, dtype=float)
     for i, img in enumerate(arr):
         r, c = divmod(i, ncols)
-        canvas[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = img
+        y0, x0 = r * step_y + top, c * step_x
+        canvas[y0:y0 + h, x0:x0 + w] = img
     if arr.ndim == 3:
         # Gaps between images are None (drawn as background): NaN would not survive the
         # JSON that carries a FigureWidget to the browser.
@@ -73,14 +76,13 @@ def image_grid(
     if labels is not None:
         for i, label in enumerate(labels):
             r, c = divmod(i, ncols)
-            fig.add_annotation(x=c * (w + pad) + (w - 1) / 2, y=r * (h + pad) - 0.9,
-                               text=str(label), showarrow=False, font={"size": 11},
-                               yanchor="bottom")
+            fig.add_annotation(x=c * step_x + (w - 1) / 2, y=r * step_y + (top - 1) / 2,
+                               text=str(label), showarrow=False, font={"size": 11})
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
     fig.update_layout(
         title=title, width=max(260, ncols * cell_px + 40),
-        height=nrows * (cell_px + 16) + (70 if title else 30),
+        height=round(nrows * cell_px * step_y / step_x) + (70 if title else 30),
         margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
         plot_bgcolor="white",
     )

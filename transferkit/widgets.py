@@ -54,14 +54,18 @@ def guarded(status: W.HTML, fn: Callable[[], None]) -> Callable[..., None]:
 class Panel:
     """Controls above a figure, and a status line; displays as one widget."""
 
-    def __init__(self, controls: list[W.Widget], figure: go.Figure):
+    def __init__(self, controls: list[W.Widget], figure: go.Figure, title: str):
+        self.title = title
         self.figure = go.FigureWidget(figure)
         self.status = W.HTML()
         self.box = W.VBox([W.HBox(controls), self.status, self.figure])
         self.controls: dict[str, W.Widget] = {}
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.box._repr_mimebundle_(**kwargs)
+        bundle = self.box._repr_mimebundle_(**kwargs)
+        # What a reader sees where widgets cannot run (GitHub, a terminal).
+        bundle["text/plain"] = f"[interactive: {self.title}; run the notebook to use it]"
+        return bundle
 
 
 def digits_browser(data=None, per_page: int = 30) -> Panel:
@@ -91,7 +95,7 @@ def digits_browser(data=None, per_page: int = 30) -> Panel:
         return plots.image_grid(xs[chunk], labels, ncols=10, title=title)
 
     xs, ys = selection()
-    panel = Panel([klass, page], draw(xs, ys))
+    panel = Panel([klass, page], draw(xs, ys), title="browse the images by class and page")
     page.max = max(0, (len(ys) - 1) // per_page)
 
     def on_class() -> None:
