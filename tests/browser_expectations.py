@@ -161,7 +161,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
             choose(
                 "class",
-                "33",
+                "3",
                 watch=plot_title_beside("class"),
                 expect=r"images 1–30 of 183\b",
             ),

@@ -2,17 +2,19 @@
 
 For each ``lessons/*.ipynb`` (run from a temporary copy, so the repository is never
 touched) the test opens the notebook in JupyterLab, runs all cells from the Run menu, waits
-for the kernel to finish, and asserts that every code cell executed and no output is an
-error. Lessons listed in ``browser_expectations.EXPECTATIONS`` must also render the listed
-widgets and respond to the listed interactions. A screenshot of each lesson is saved in the
-test's temporary directory.
+for the kernel to finish, and asserts that every non-empty code cell executed and that
+nothing went wrong: no error output, no traceback, no widget that failed to render or
+reports a callback error, no uncaught exception in the page. Lessons listed in
+``browser_expectations.EXPECTATIONS`` must also show the listed widgets and respond to the
+listed interactions. A screenshot of each lesson is saved in the test's temporary
+directory and its path printed (see it with ``-s``).
 
 Needs Chromium at /usr/bin/chromium (or ``$TRANSFERKIT_CHROMIUM``); without it the test is
 skipped, except when ``$CI`` is set, where it fails. Playwright never downloads a browser
 here. ``$TRANSFERKIT_BROWSER_LESSONS`` points the test at another lessons folder (for
 developing the test itself).
 
-Run: ``python -m pytest tests/test_browser.py -v -s``
+Run: ``python -m pytest tests/test_browser.py -v -s`` (or ``-m browser`` / ``-m "not browser"``)
 """
 
 from __future__ import annotations
@@ -97,16 +99,24 @@ def test_expectations_name_existing_lessons() -> None:
 
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
+    """Chromium and Playwright, or skip (fail under CI: it must never skip silently there)."""
     path = os.environ.get("TRANSFERKIT_CHROMIUM") or DEFAULT_CHROMIUM
     if not Path(path).is_file() or not os.access(path, os.X_OK):
-        reason = (
+        _skip_or_fail(
             f"no Chromium executable at {path} (install the 'chromium' package or set "
             "$TRANSFERKIT_CHROMIUM); the browser test never downloads a browser"
         )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; $CI is set, so the browser test must not be skipped")
-        pytest.skip(reason)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        _skip_or_fail(f"Playwright for Python is not installed ({exc}): pip install playwright")
     return path
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason}; $CI is set, so the browser test must not be skipped")
+    pytest.skip(reason)
 
 
 @dataclass(frozen=True)
