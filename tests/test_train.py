@@ -177,6 +177,13 @@ def test_preflight_and_evaluate_leave_batchnorm_statistics_alone(splits):
     assert torch.equal(model[1].running_mean, stats) and model.training
 
 
+def test_a_last_batch_of_one_does_not_break_batchnorm():
+    x, y = load_digits()
+    model = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    history = fit(model, (x[:65], y[:65]), epochs=2, batch_size=64, progress=False)
+    assert len(history) == 2
+
+
 def test_fit_keeps_the_models_mode(splits):
     model = mlp().eval()
     fit(model, splits.train, epochs=1, progress=False)

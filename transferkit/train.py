@@ -245,6 +245,18 @@ def _preflight(
     return _is_classification(out, y), initial_loss
 
 
+def _batches(n: int, batch_size: int) -> list[slice]:
+    """The mini-batches of one epoch, as slices of the shuffled order.
+
+    A last batch of a single example joins the one before it: BatchNorm cannot
+    compute batch statistics from one example (and one example is a noisy step).
+    """
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n], strict=True)]
+
+
 def _autocast(device: torch.device, amp: bool):
     """Mixed precision: bfloat16 where the GPU supports it, else float16 (needs a scaler)."""
     if not amp:
@@ -397,8 +409,8 @@ def fit(
             order = torch.randperm(len(x), generator=generator).to(device)
             total = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            for start in range(0, len(x), batch_size):
-                idx = order[start:start + batch_size]
+            for batch in _batches(len(x), batch_size):
+                idx = order[batch]
                 xb, yb = x[idx], y[idx]
                 with autocast():
                     out = model(xb)
