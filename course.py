@@ -83,10 +83,13 @@ def ensure_chromium() -> None:
 
 def lab(args: list[str]) -> int:
     ensure_venv(set())
-    command = [PYTHON, "-m", "transferkit.cli", "lab", "--lessons", ROOT / "lessons",
-               "--workdir", ROOT / "my-lessons", *args]
-    say(" ".join(str(c) for c in command))
-    return subprocess.call([str(c) for c in command])
+    command = [str(c) for c in [PYTHON, "-m", "transferkit.cli", "lab", "--lessons",
+                                ROOT / "lessons", "--workdir", ROOT / "my-lessons", *args]]
+    say(" ".join(command))
+    if os.name == "posix":  # hand the terminal over: Ctrl-C and kill reach JupyterLab
+        sys.stdout.flush()
+        os.execv(command[0], command)
+    return subprocess.call(command)
 
 
 def test(args: list[str]) -> int:

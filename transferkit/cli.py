@@ -79,8 +79,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     open_browser = not (args.no_browser or _headless())
+    command = lab_command(workdir, port, token, open_browser)
+    os.chdir(workdir)
+    if os.name == "posix":  # become JupyterLab: Ctrl-C and kill reach it directly
+        os.execv(command[0], command)
     try:
-        return subprocess.call(lab_command(workdir, port, token, open_browser), cwd=workdir)
+        return subprocess.call(command)
     except KeyboardInterrupt:
         return 0
 
