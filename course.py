@@ -58,7 +58,12 @@ def ensure_venv(extras: set[str]) -> None:
         extras = extras | set(have_extras)
     if not PYTHON.exists():
         say(f"creating a virtual environment in {VENV}")
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except (subprocess.CalledProcessError, OSError) as err:
+            shutil.rmtree(VENV, ignore_errors=True)
+            sys.exit(f"Could not create a virtual environment in {VENV} ({err}). On Debian or "
+                     "Ubuntu install the venv module first: sudo apt-get install python3-venv")
     env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
     say("installing the course (the first time takes a few minutes: PyTorch is large)")
     run([PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], env=env)
