@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,12 +214,13 @@ def _preflight(
     model.eval()
     try:
         with torch.no_grad():
+            batch = x[:256]
             try:
-                out = model(x[:2])
+                out = model(batch)
             except RuntimeError as err:
                 raise ValueError(
                     f"The model could not process inputs of shape {tuple(x.shape[1:])} "
-                    f"(a batch of 2 is {tuple(x[:2].shape)}): {err}\nCheck that the first "
+                    f"(a batch is {tuple(batch.shape)}): {err}\nCheck that the first "
                     "layer expects this input size (flatten images for an MLP, or reshape)."
                 ) from None
             if loss_fn is F.cross_entropy:
@@ -239,7 +240,7 @@ def _preflight(
             elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
                 raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
                                  f"equal the target shape {tuple(y.shape[1:])}.")
-            initial_loss = float(loss_fn(model(x[:256]).float(), y[:256]))
+            initial_loss = float(loss_fn(out.float(), y[:256]))
     finally:
         model.train(was_training)
     return _is_classification(out, y), initial_loss
@@ -367,7 +368,7 @@ def fit(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
-    device = pick_device(str(device)) if device is not None else pick_device()
+    device = pick_device(None if device is None else str(device))
     amp = (device.type == "cuda") if amp is None else bool(amp)
     if amp and device.type != "cuda":
         raise ValueError(f"amp=True needs a CUDA device; training runs on {device}.")
@@ -473,7 +474,7 @@ def fit(
     return history
 
 
-__all__: Iterable[str] = [
+__all__ = [
     "Callback", "EarlyStopping", "FitState", "History", "evaluate", "fit",
     "load_checkpoint", "save_checkpoint",
 ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +40,21 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _copy_atomic(src: Path, dest: Path) -> None:
+def _write_atomic(dest: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``dest``, then rename it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    _write_atomic(dest, src.read_bytes())
 
 
 def lesson_files(lessons: Path) -> list[Path]:
@@ -100,10 +104,7 @@ def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
                 _copy_atomic(src, beside)
             actions.append(SyncAction(key, "kept+new", f"new version: {beside.name}"))
 
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=workdir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(tmp, manifest_path)
+    _write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return actions
 
 
