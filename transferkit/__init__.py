@@ -4,6 +4,8 @@ One concept per module, each readable top to bottom:
 
 ========================  ==========================================================
 ``transferkit.device``    ``pick_device()``, ``seed_everything(seed)``
+``transferkit.gd``        objectives, ``descend`` (= ``torch.optim.SGD``), ``adam``,
+                          stability limits and optimal steps on a quadratic
 ``transferkit.data``      ``load_digits()``, ``few_labels``, ``split_classes``, splits,
                           MNIST / Fashion-MNIST / CIFAR-10 from local files
 ``transferkit.train``     ``fit(...) -> History``, ``evaluate``, early stopping
@@ -26,7 +28,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
+    "checkpoint", "checks", "cli", "data", "device", "doctor", "gd", "magics", "plots", "train",
     "widgets", "workspace",
 }
 
