@@ -36,6 +36,8 @@ WIDGET_BUTTON = ".widget-button"
 PLOTLY_PLOT = ".js-plotly-plot"
 # The title of a plotly figure is an SVG <text class="gtitle">.
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
+# The one-line summary some widgets show under their controls (transferkit.widgets).
+READOUT = ".transferkit-readout"
 
 
 def _label(description: str) -> str:
@@ -55,6 +57,12 @@ def plot_title_beside(description: str) -> str:
     description is ``description`` (lessons show static plotly figures too, so a bare
     ``PLOTLY_TITLE`` may match another figure)."""
     return f".widget-vbox:has({_label(description)}) {PLOTLY_TITLE}"
+
+
+def readout_beside(description: str) -> str:
+    """Selector of the readout line in the same ``VBox`` as the control labelled
+    ``description``."""
+    return f".widget-vbox:has({_label(description)}) {READOUT}"
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,39 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
                 "3",
                 watch=plot_title_beside("class"),
                 expect=r"images 1–30 of 183\b",
+            ),
+        ),
+    ),
+    # The gradient-descent explorer (widgets.gd_explorer("quadratic")): a "learning rate"
+    # FloatLogSlider (log10 step 0.05, starting at 0.1 = half of 2/L) whose readout names α
+    # and the stability limit; and the optimiser race (widgets.optimizer_race) with a
+    # "surface" Dropdown and a "race steps" slider, titled "<surface>: <n> steps from ...".
+    "01_gradient_descent.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, WIDGET_DROPDOWN, PLOTLY_PLOT, readout_beside("learning rate"),
+                   plot_title_beside("learning rate"), plot_title_beside("surface")),
+        interactions=(
+            press_slider(
+                "learning rate",
+                watch=readout_beside("learning rate"),
+                before=r"α = 0\.1 is 0\.50× the stability limit 2/L = 0\.2\b",
+                expect=r"α = 0\.112 is 0\.56×",
+            ),
+            press_slider(
+                "learning rate",
+                watch=plot_title_beside("learning rate"),
+                expect=r"quadratic: α = 0\.126",
+            ),
+            press_slider(
+                "race steps",
+                watch=plot_title_beside("surface"),
+                before=r"rosenbrock: 300 steps",
+                expect=r"rosenbrock: 310 steps",
+            ),
+            choose(
+                "surface",
+                "himmelblau",
+                watch=plot_title_beside("surface"),
+                expect=r"himmelblau: 310 steps",
             ),
         ),
     ),

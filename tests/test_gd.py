@@ -303,6 +303,8 @@ def test_optimizer_race_draws_every_optimizer_and_redraws():
     names = [t.name for t in panel.figures[0].data[2:]]
     assert names == list(widgets.race_settings(gd.quadratic()))
     assert len(panel.figures[1].data) == len(names)
-    panel.controls["steps"].value = 100
+    panel.controls["race steps"].value = 100
     assert len(panel.figures[1].data[0].x) == 101
+    panel.controls["surface"].value = "himmelblau"
+    assert panel.figures[0].layout.title.text.startswith("himmelblau")
     assert panel.status.value == ""

@@ -149,3 +149,52 @@ def _which_step(answer: Any) -> tuple[bool, str]:
                        "labels (an autoencoder rebuilds its input). Which step then adapts "
                        "the model to the task?")
     return False, "answer 'pre-training' or 'fine-tuning'."
+
+
+# --- lesson 01 ---------------------------------------------------------------------------
+
+
+@register("01.one_step")
+def _one_step(answer: Any) -> tuple[bool, str]:
+    from . import gd
+
+    f = gd.parabola(L=2.0, center=3.0)
+    right = float(gd.descend(f, [0.0], lr=0.1, steps=1).points[1, 0])
+    if close(answer, right):
+        return True, "right: one step moved x towards the minimum at 3."
+    if close(answer, -right):
+        return False, ("the sign is flipped: the update *subtracts* α·f'(x), and f'(0) is "
+                       "negative here, so x must grow.")
+    if close(answer, right / 2):
+        return False, "check f'(x): for f(x) = (L/2)(x − 3)² it is L·(x − 3), with L = 2."
+    return False, "compute f'(0) = L·(0 − 3) first, then x₁ = x₀ − α·f'(x₀)."
+
+
+@register("01.largest_stable_lr")
+def _largest_stable_lr(answer: Any) -> tuple[bool, str]:
+    from . import gd
+
+    right = gd.stability_limit(L=25.0)
+    if close(answer, right, rel=1e-2):
+        return True, "right: past it, the error along the steep direction grows every step."
+    if close(answer, gd.stability_limit(L=1.0), rel=1e-2):
+        return False, ("that is the limit for the *flat* direction (curvature μ); the steep "
+                       "direction, curvature L, blows up first.")
+    if close(answer, right / 2, rel=1e-2):
+        return False, ("that α reaches the x-minimum in one step, but larger ones still "
+                       "converge: find where |1 − αL| reaches 1.")
+    return False, "the error along x is multiplied by (1 − αL) each step: when is |1 − αL| < 1?"
+
+
+@register("01.momentum_limit")
+def _momentum_limit(answer: Any) -> tuple[bool, str]:
+    from . import gd
+
+    right = gd.stability_limit(L=25.0, momentum=0.5)
+    if close(answer, right, rel=1e-2):
+        return True, "right: momentum lets a larger step stay stable."
+    if close(answer, gd.stability_limit(L=25.0), rel=1e-2):
+        return False, "that is the limit without momentum; momentum β multiplies it by (1 + β)."
+    if close(answer, gd.stability_limit(L=25.0, momentum=0.5, nesterov=True), rel=1e-2):
+        return False, "that is Nesterov's limit; the question is about heavy-ball momentum."
+    return False, "use the heavy-ball limit from the lesson, 2(1 + β)/L, with L = 25, β = 0.5."

@@ -277,9 +277,9 @@ def optimizer_race(objective: str = "rosenbrock", steps: int = 200) -> Panel:
     gets to the minimum first?"""
     from . import gd
 
-    choice = W.Dropdown(options=_EXPLORER_OBJECTIVES, value=objective, description="objective")
-    n_steps = W.IntSlider(value=steps, min=10, max=1000, step=10, description="steps",
-                          continuous_update=False)
+    choice = W.Dropdown(options=_EXPLORER_OBJECTIVES, value=objective, description="surface")
+    n_steps = W.IntSlider(value=steps, min=10, max=1000, step=10, description="race steps",
+                          continuous_update=False, style={"description_width": "initial"})
 
     def draw():
         obj = gd.objective(choice.value)
@@ -299,5 +299,5 @@ def optimizer_race(objective: str = "rosenbrock", steps: int = 200) -> Panel:
 
     for control in (choice, n_steps):
         control.observe(guarded(panel.status, redraw), names="value")
-    panel.controls = {"objective": choice, "steps": n_steps}
+    panel.controls = {"surface": choice, "race steps": n_steps}
     return panel
