@@ -1,0 +1,18 @@
+"""The examples in the library's docstrings run, and give what they say."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import transferkit
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(transferkit.__path__))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(f"transferkit.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
