@@ -6,8 +6,10 @@ One concept per module, each readable top to bottom:
 ``transferkit.device``    ``pick_device()``, ``seed_everything(seed)``
 ``transferkit.data``      ``load_digits()``, ``few_labels``, ``split_classes``, splits,
                           MNIST / Fashion-MNIST / CIFAR-10 from local files
-``transferkit.train``     ``fit(...) -> History``, ``evaluate``, early stopping
+``transferkit.train``     ``fit(...) -> History``, ``evaluate``, ``predict``, early stopping
 ``transferkit.checkpoint``  ``save_checkpoint`` / ``load_checkpoint`` (safe, atomic)
+``transferkit.experiments``  ``label_budget_study`` over budgets and seeds, ``summarise``,
+                          the ``logistic_regression`` baseline
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -26,8 +28,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
-    "widgets", "workspace",
+    "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments", "magics", "plots",
+    "train", "widgets", "workspace",
 }
 
 
