@@ -59,6 +59,12 @@ def budget_label(budget: Budget) -> str:
     return "all" if budget is None else str(budget)
 
 
+def _budget_words(budget: Budget) -> str:
+    if budget is None:
+        return "all labels"
+    return f"{budget} label{'' if budget == 1 else 's'} per class"
+
+
 def check_budgets(budgets: Iterable[Budget], y: torch.Tensor) -> tuple[Budget, ...]:
     """Validate label budgets against the training labels ``y``; return them as a tuple.
 
@@ -332,7 +338,7 @@ def compare(summary: Sequence[Mapping[str, Any]], method: str, baseline: str) ->
         else:
             verdict = "beats" if gap > 0 else "loses to"
         sentences.append(
-            f"{budget_label(budget):>4} labels per class: {method} {verdict} {baseline} "
+            f"{_budget_words(budget):>19}: {method} {verdict} {baseline} "
             f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, spread ±{noise:.3f})"
         )
     return sentences
