@@ -168,7 +168,7 @@ def test_label_budget_figure_has_a_band_and_a_mean_per_method():
     assert list(mean.x) == [1, 10, 107.7] and np.allclose(mean.y, [0.61, 0.91, 0.97])
     std = summary[0]["std"]
     assert max(band.y) == pytest.approx(0.97 + std) and min(band.y) == pytest.approx(0.61 - std)
-    assert band.fill == "toself" and not band.showlegend
+    assert band.fill == "toself" and band.mode == "lines" and not band.showlegend
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["1", "10", "all"]
     ranged = plots.label_budget_figure(summary, spread="range")
     assert min(ranged.data[0].y) == pytest.approx(0.6)

@@ -287,9 +287,9 @@ def label_budget_figure(
         else:
             low, high = [r["min"] for r in rows], [r["max"] for r in rows]
         fig.add_trace(go.Scatter(
-            x=xs + xs[::-1], y=high + low[::-1], fill="toself", fillcolor=_rgba(colour, 0.18),
-            line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=method,
-            name=f"{method} spread",
+            x=xs + xs[::-1], y=high + low[::-1], mode="lines", fill="toself",
+            fillcolor=_rgba(colour, 0.18), line={"width": 0}, hoverinfo="skip",
+            showlegend=False, legendgroup=method, name=f"{method} spread",
         ))
         labels = ["all" if r["budget"] is None else str(r["budget"]) for r in rows]
         fig.add_trace(go.Scatter(
