@@ -208,4 +208,19 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
+    # The label-budget explorer (transferkit.widgets.label_budget_explorer): a "labels per
+    # class" SelectionSlider (1, 3, 5, 10, 50, all; continuous_update=False) starting at 3,
+    # above a FigureWidget of train/validation curves titled "3 labels per class (30 training
+    # images): …". One step right trains a fresh network on 5 labels per class and redraws.
+    "02_training_a_network.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, PLOTLY_PLOT, plot_title_beside("labels per class")),
+        interactions=(
+            press_slider(
+                "labels per class",
+                watch=plot_title_beside("labels per class"),
+                before=r"^3 labels per class \(30 training images\)",
+                expect=r"^5 labels per class \(50 training images\)",
+            ),
+        ),
+    ),
 }

@@ -52,3 +52,18 @@ def test_unknown_check_lists_the_names():
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="exists already"):
         register("00.count_of_threes")(lambda answer: (True, ""))
+
+
+def test_lesson_02_checks():
+    import math
+
+    assert check("02.cross_entropy", -math.log(0.3))
+    assert check("02.cross_entropy", 1.204)  # rounded is fine
+    assert "true" in check("02.cross_entropy", -math.log(0.6)).message
+    assert "minus" in check("02.cross_entropy", math.log(0.3)).message
+    assert check("02.steps_per_epoch", 34)  # 1077 training examples, batches of 32
+    assert "smaller" in check("02.steps_per_epoch", 33).message
+    assert check("02.split_for_learning_rate", "Validation")
+    assert check("02.split_for_learning_rate", "val")
+    assert "once" in check("02.split_for_learning_rate", "test").message
+    assert not check("02.split_for_learning_rate", "train")

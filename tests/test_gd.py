@@ -228,12 +228,12 @@ def test_contour_figure_draws_surface_minima_and_each_path():
     f = gd.himmelblau()
     runs = {"GD": gd.descend(f, f.start, lr=0.01, steps=30),
             "Adam": gd.adam(f, f.start, lr=0.1, steps=30)}
-    fig = plots.contour_figure(f, runs, title="t")
+    fig = plots.contour_figure(f, runs, title="t", resolution=50)
     assert [t.type for t in fig.data] == ["contour", "scatter", "scatter", "scatter"]
     assert [t.name for t in fig.data[1:]] == ["minimum", "GD", "Adam"]
     assert len(fig.data[1].x) == 4
     np.testing.assert_allclose(fig.data[2].x, runs["GD"].points[:, 0].numpy())
-    assert np.asarray(fig.data[0].z).shape == (120, 120)
+    assert np.asarray(fig.data[0].z).shape == (50, 50)
 
 
 def test_figures_of_a_diverged_run_hold_only_finite_numbers():

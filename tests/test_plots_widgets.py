@@ -101,3 +101,136 @@ def test_live_plot_grows_with_every_epoch():
         callbacks=[live], progress=False)
     assert isinstance(live.figure, go.FigureWidget)
     assert list(live.figure.data[0].x) == [1, 2, 3]
+
+
+# --- lesson 02: training a network -------------------------------------------------------
+
+
+def test_confusion_matrix_counts_true_rows_predicted_columns():
+    y_true = torch.tensor([0, 0, 0, 1, 1, 2])
+    y_pred = torch.tensor([0, 0, 1, 1, 2, 2])
+    fig = plots.confusion_matrix_figure(y_true, y_pred, classes=["a", "b", "c"], title="cm")
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and list(heat.x) == ["a", "b", "c"]
+    assert np.array_equal(np.array(heat.z), [[2, 1, 0], [0, 1, 1], [0, 0, 1]])
+    assert fig.layout.xaxis.title.text == "predicted class"
+    normalised = plots.confusion_matrix_figure(y_true, y_pred, normalize=True)
+    z = np.array(normalised.data[0].z)
+    assert np.allclose(z.sum(axis=1), 1) and z[0, 0] == pytest.approx(2 / 3)
+    # a class that is never predicted and never true still gets its row and column
+    assert np.array(plots.confusion_matrix_figure([0, 1], [0, 1], classes="abc").data[0].z
+                    ).shape == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "message"),
+    [([0, 1], [0], "2 labels but y_pred has 1"), ([], [], "at least one"),
+     ([0.5], [0], "integer class labels"), ([0, -1], [0, 1], "negative")],
+)
+def test_confusion_matrix_bad_input(y_true, y_pred, message):
+    with pytest.raises(ValueError, match=message):
+        plots.confusion_matrix_figure(y_true, y_pred)
+
+
+def test_curves_figure_one_trace_per_run():
+    runs = {"SGD": [{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 1.5}],
+            "Adam": [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}]}
+    fig = plots.curves_figure(runs, "val_loss", log_y=True)
+    assert [t.name for t in fig.data] == ["SGD", "Adam"]
+    assert list(fig.data[1].y) == [1.0, 0.5] and fig.layout.yaxis.type == "log"
+    with pytest.raises(KeyError, match="no column 'accuracy'"):
+        plots.curves_figure(runs, "accuracy")
+
+
+def test_sweep_figure_groups_and_sorts_by_the_setting():
+    rows = [{"optimizer": "sgd", "lr": 0.1, "acc": 0.9}, {"optimizer": "adam", "lr": 0.1,
+            "acc": 0.5}, {"optimizer": "sgd", "lr": 0.01, "acc": 0.7}]
+    fig = plots.sweep_figure(rows, "lr", "acc", group="optimizer", log_x=True)
+    assert [t.name for t in fig.data] == ["sgd", "adam"]
+    assert list(fig.data[0].x) == [0.01, 0.1] and list(fig.data[0].y) == [0.7, 0.9]
+    assert fig.layout.xaxis.type == "log"
+    with pytest.raises(KeyError, match="'batch'"):
+        plots.sweep_figure(rows, "batch", "acc")
+
+
+def test_label_budget_figure_has_a_band_and_a_mean_per_method():
+    from transferkit.experiments import summarise
+
+    rows = [{"method": m, "budget": b, "per_class": b or 107.7, "n_train": 10 * (b or 107.7),
+             "test_accuracy": acc + 0.01 * s}
+            for m, base in (("MLP", 0.0), ("logistic", -0.02))
+            for b, acc in ((1, 0.6 + base), (10, 0.9 + base), (None, 0.96 + base))
+            for s in range(3)]
+    summary = summarise(rows)
+    fig = plots.label_budget_figure(summary, title="t")
+    assert [t.name for t in fig.data] == ["MLP spread", "MLP", "logistic spread", "logistic"]
+    band, mean = fig.data[0], fig.data[1]
+    assert list(mean.x) == [1, 10, 107.7] and np.allclose(mean.y, [0.61, 0.91, 0.97])
+    std = summary[0]["std"]
+    assert max(band.y) == pytest.approx(0.97 + std) and min(band.y) == pytest.approx(0.61 - std)
+    assert band.fill == "toself" and band.mode == "lines" and not band.showlegend
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["1", "10", "all"]
+    ranged = plots.label_budget_figure(summary, spread="range")
+    assert min(ranged.data[0].y) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="spread"):
+        plots.label_budget_figure(summary, spread="iqr")
+
+
+def _small_mlp():
+    return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+
+@pytest.fixture(scope="module")
+def digit_splits():
+    from transferkit.data import train_val_test_split
+
+    return train_val_test_split(*load_digits(), seed=0)
+
+
+def test_label_budget_explorer_retrains_when_the_slider_moves(digit_splits):
+    panel = widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 3, None),
+                                          value=3, steps=40)
+    slider = panel.controls["labels per class"]
+    assert list(slider.options) == ["1", "3", "all"] and not slider.continuous_update
+    title = panel.figure.layout.title.text
+    assert title.startswith("3 labels per class (30 training images)")
+    before = [list(t.y) for t in panel.figure.data]
+    slider.value = "1"
+    assert panel.figure.layout.title.text.startswith("1 label per class (10 training images)")
+    after = [list(t.y) for t in panel.figure.data]
+    assert after != before and len(after[0]) == 40  # 40 steps of one batch of 10
+    slider.value = "all"
+    assert panel.figure.layout.title.text.startswith(
+        f"all labels ({len(digit_splits.train)} training images)")
+    slider.value = "3"
+    assert panel.figure.layout.title.text == title  # seeded: the same run again
+    assert [list(t.y) for t in panel.figure.data] == before
+    assert panel.status.value == ""
+
+
+def test_label_budget_explorer_shows_overfitting_at_one_label(digit_splits):
+    panel = widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, None), value=1,
+                                          steps=150, lr=1e-2)
+    names = [t.name for t in panel.figure.data]
+    train_acc = panel.figure.data[names.index("train", 1)].y  # the accuracy panel's traces
+    val_acc = panel.figure.data[len(names) - 1].y
+    assert train_acc[-1] == 1.0 and val_acc[-1] < 0.8
+
+
+def test_label_budget_explorer_errors_show_in_the_widget(digit_splits, monkeypatch):
+    panel = widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 3), value=1,
+                                          steps=5)
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr(plots, "history_figure", broken)
+    panel.controls["labels per class"].value = "3"
+    assert "ValueError: cannot draw" in panel.status.value
+
+
+def test_label_budget_explorer_bad_arguments(digit_splits):
+    with pytest.raises(ValueError, match="not one of the budgets"):
+        widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 3), value=5)
+    with pytest.raises(ValueError, match="smallest class"):
+        widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 1000), value=1)

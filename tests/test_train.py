@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
-from transferkit.train import Callback, EarlyStopping, FitState, History, evaluate, fit
+from transferkit.train import Callback, EarlyStopping, FitState, History, evaluate, fit, predict
 
 
 def mlp(hidden=32):
@@ -220,3 +220,29 @@ def test_mixed_precision_on_cuda(splits):
 def test_amp_off_the_gpu_is_refused(splits):
     with pytest.raises(ValueError, match="amp=True needs a CUDA"):
         fit(mlp(), splits.train, amp=True, device="cpu", progress=False)
+
+
+def test_predict_gives_the_argmax_class_in_eval_mode_without_grad(splits):
+    model = nn.Sequential(nn.Linear(64, 32), nn.Dropout(0.5), nn.ReLU(), nn.Linear(32, 10))
+    fit(model, splits.train, epochs=3, progress=False, seed=0)
+    x = splits.test.x
+    predicted = predict(model, x, batch_size=50)  # several batches, the last one short
+    assert predicted.shape == (len(x),) and predicted.dtype == torch.long
+    model.eval()
+    with torch.no_grad():
+        expected = model(x).argmax(dim=1)
+    assert torch.equal(predicted, expected)  # dropout was off: the same as one eval pass
+    model.train()
+    predict(model, x)
+    assert model.training  # the mode is restored
+    accuracy = (predicted == splits.test.y).float().mean().item()
+    assert accuracy == pytest.approx(evaluate(model, splits.test)["accuracy"])
+    assert torch.equal(predict(model, splits.test), predicted)  # a Data works too
+
+
+def test_predict_bad_input():
+    with pytest.raises(TypeError, match="tensor of inputs"):
+        predict(nn.Linear(4, 3), [[0.0] * 4])
+    autoencoder = nn.Sequential(nn.Linear(4, 2), nn.Unflatten(1, (1, 2)))
+    with pytest.raises(ValueError, match="Is it a classifier"):
+        predict(autoencoder, torch.zeros(3, 4))

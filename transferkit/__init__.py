@@ -8,8 +8,10 @@ One concept per module, each readable top to bottom:
                           stability limits and optimal steps on a quadratic
 ``transferkit.data``      ``load_digits()``, ``few_labels``, ``split_classes``, splits,
                           MNIST / Fashion-MNIST / CIFAR-10 from local files
-``transferkit.train``     ``fit(...) -> History``, ``evaluate``, early stopping
+``transferkit.train``     ``fit(...) -> History``, ``evaluate``, ``predict``, early stopping
 ``transferkit.checkpoint``  ``save_checkpoint`` / ``load_checkpoint`` (safe, atomic)
+``transferkit.experiments``  ``label_budget_study`` over budgets and seeds, ``summarise``,
+                          the ``logistic_regression`` baseline
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -28,8 +30,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoint", "checks", "cli", "data", "device", "doctor", "gd", "magics", "plots", "train",
-    "widgets", "workspace",
+    "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments", "gd", "magics",
+    "plots", "train", "widgets", "workspace",
 }
 
 

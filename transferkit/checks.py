@@ -198,3 +198,65 @@ def _momentum_limit(answer: Any) -> tuple[bool, str]:
     if close(answer, gd.stability_limit(L=25.0, momentum=0.5, nesterov=True), rel=1e-2):
         return False, "that is Nesterov's limit; the question is about heavy-ball momentum."
     return False, "use the heavy-ball limit from the lesson, 2(1 + β)/L, with L = 25, β = 0.5."
+
+
+# --- lesson 02 ---------------------------------------------------------------------------
+
+CROSS_ENTROPY_PROBABILITIES = (0.1, 0.6, 0.3)  # the exercise's predicted probabilities
+CROSS_ENTROPY_TRUE_CLASS = 2
+
+
+@register("02.cross_entropy")
+def _cross_entropy(answer: Any) -> tuple[bool, str]:
+    p = CROSS_ENTROPY_PROBABILITIES
+    right = -math.log(p[CROSS_ENTROPY_TRUE_CLASS])
+    if close(answer, right, rel=2e-3):
+        return True, "right: the loss only looks at the probability given to the true class."
+    predicted = max(range(len(p)), key=p.__getitem__)
+    if close(answer, -math.log(p[predicted]), rel=2e-3):
+        return False, ("that uses the probability of the class the model *predicts*; "
+                       "cross-entropy uses the probability of the *true* class.")
+    if close(answer, math.log(p[CROSS_ENTROPY_TRUE_CLASS]), rel=2e-3):
+        return False, "a loss is never negative here: mind the minus sign in −log p."
+    if close(answer, -math.log10(p[CROSS_ENTROPY_TRUE_CLASS]), rel=2e-3):
+        return False, "use the natural logarithm (math.log), not log base 10."
+    return False, "take −log of the probability the model gives to the true class."
+
+
+@register("02.steps_per_epoch")
+def _steps_per_epoch(answer: Any) -> tuple[bool, str]:
+    from .data import load_digits, train_val_test_split
+    from .train import _batches
+
+    train = train_val_test_split(*load_digits(), seed=0).train
+    right = len(_batches(len(train), 32))
+    if close(answer, right, rel=0):
+        return True, "right: one step per mini-batch, the last (smaller) batch included."
+    if close(answer, len(train) // 32, rel=0):
+        return False, ("almost: the examples left over after the full batches form one more, "
+                       "smaller batch, and it makes a step too.")
+    if close(answer, len(train), rel=0):
+        return False, "that is one step per example; fit makes one step per mini-batch of 32."
+    return False, "divide the number of training examples by the batch size, and round up."
+
+
+_CHOOSING_SPLITS = {
+    "968859077808e6a8f109699f1bb9f45c939666cc67ca8a559f9926432603b229",
+    "1c747ce990a3172182c016091a14a08376e0bacb99779690f0f06ad425e514fb",
+}
+
+
+@register("02.split_for_learning_rate")
+def _split_for_learning_rate(answer: Any) -> tuple[bool, str]:
+    if not isinstance(answer, str):
+        return False, "answer with the name of a split: 'train', 'validation' or 'test'."
+    if fingerprint("02.split_for_learning_rate", answer) in _CHOOSING_SPLITS:
+        return True, "right: choices are made on data the model did not train on, but not on test."
+    word = answer.lower()
+    if "test" in word:
+        return False, ("the test set is looked at once, at the end: a learning rate chosen on "
+                       "it makes the test score an optimistic, biased estimate.")
+    if "train" in word:
+        return False, ("the training loss rewards whatever fits the training examples best, "
+                       "memorising included; which split measures what was *not* trained on?")
+    return False, "answer 'train', 'validation' or 'test'."

@@ -474,7 +474,49 @@ def fit(
     return history
 
 
+def predict(
+    model: nn.Module,
+    x: Any,
+    *,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """The class ``model`` predicts for each row of ``x``: ``argmax`` of its scores.
+
+    Runs in eval mode (dropout off, BatchNorm uses its running statistics) and
+    without gradients, a batch at a time, on the model's device; the model goes
+    back to the mode it was in. ``x`` is a tensor of inputs (or a `Data`, whose
+    inputs are used). Returns a 1-D ``long`` tensor on the CPU.
+
+    >>> from torch import nn
+    >>> predict(nn.Linear(4, 3), torch.zeros(5, 4)).shape
+    torch.Size([5])
+    """
+    x = getattr(x, "x", x)  # a Data: predict its inputs
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"predict needs a tensor of inputs (or a Data), got {type(x).__name__}. "
+                        "Convert with torch.as_tensor(...).")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    predictions = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                scores = model(x[start:start + batch_size].to(device))
+                if scores.ndim != 2:
+                    raise ValueError(
+                        f"predict needs class scores of shape (batch, classes), but the model "
+                        f"outputs shape {tuple(scores.shape)}. Is it a classifier?"
+                    )
+                predictions.append(scores.argmax(dim=1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+
+
 __all__ = [
     "Callback", "EarlyStopping", "FitState", "History", "evaluate", "fit",
-    "load_checkpoint", "save_checkpoint",
+    "load_checkpoint", "predict", "save_checkpoint",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import ipywidgets as W
 import plotly.graph_objects as go
 from IPython.display import display
+from torch import nn
 
 from . import plots
 from .train import Callback, FitState
@@ -300,4 +301,76 @@ def optimizer_race(objective: str = "rosenbrock", steps: int = 200) -> Panel:
     for control in (choice, n_steps):
         control.observe(guarded(panel.status, redraw), names="value")
     panel.controls = {"surface": choice, "race steps": n_steps}
+    return panel
+
+
+# --- lesson 02: training a network -------------------------------------------------------
+
+
+def _budget_title(budget, n_train: int, rows) -> str:
+    last = rows[-1]
+    labels = ("all labels" if budget is None
+              else f"{budget} label{'s' if budget != 1 else ''} per class")
+    return (f"{labels} ({n_train} training images): accuracy train {last['accuracy']:.2f}, "
+            f"validation {last['val_accuracy']:.2f}")
+
+
+def label_budget_explorer(
+    splits,
+    make_model: Callable[[], nn.Module],
+    *,
+    budgets=(1, 3, 5, 10, 50, None),
+    value=3,
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Panel:
+    """Pick a label budget and watch a network overfit it.
+
+    A "labels per class" slider chooses how many labelled training examples of
+    each class the network gets (``None`` in ``budgets`` = all of them). Each
+    choice trains a fresh ``make_model()`` with `fit` (Adam, about ``steps``
+    optimizer steps, seeded, so the same choice always gives the same curves)
+    and draws its train and validation curves. With a few labels the training
+    accuracy reaches 1 while the validation accuracy stays far below, and the
+    validation loss turns upward: that gap is overfitting.
+
+    ``splits`` is ``(train, val, test)``; the test set is not used here.
+    """
+    from .data import few_labels
+    from .device import seed_everything
+    from .experiments import budget_label, check_budgets, epochs_for_steps
+    from .train import fit
+
+    train, val, _ = splits
+    budgets = check_budgets(budgets, train.y)
+    if value not in budgets:
+        raise ValueError(f"value {value!r} is not one of the budgets {budgets}.")
+    by_label = {budget_label(b): b for b in budgets}
+    slider = W.SelectionSlider(options=list(by_label), value=budget_label(value),
+                               description="labels per class", continuous_update=False,
+                               style={"description_width": "initial"},
+                               layout=W.Layout(width="420px"))
+
+    def draw() -> go.Figure:
+        budget = by_label[slider.value]
+        labelled = train if budget is None else few_labels(train.x, train.y, budget, seed=seed)
+        seed_everything(seed)
+        model = make_model()
+        history = fit(model, labelled, val, epochs=epochs_for_steps(len(labelled), batch_size,
+                                                                     steps),
+                      lr=lr, batch_size=batch_size, seed=seed, restore_best=False,
+                      progress=False)
+        return plots.history_figure(history.rows,
+                                    title=_budget_title(budget, len(labelled), history.rows))
+
+    panel = Panel([slider], draw(), title="train on a label budget and watch it overfit")
+
+    def on_change() -> None:
+        panel.status.value = ""
+        show_in(panel.figure, draw())
+
+    slider.observe(guarded(panel.status, on_change), names="value")
+    panel.controls = {"labels per class": slider}
     return panel

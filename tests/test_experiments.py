@@ -1,0 +1,225 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferkit import experiments as ex
+from transferkit.data import Data, few_labels, load_digits, train_val_test_split
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return train_val_test_split(*load_digits(), seed=0)
+
+
+def nearest_class_mean(train, val, seed):
+    """A tiny deterministic method: predict the class whose mean image is nearest."""
+    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])
+    return lambda x: torch.cdist(x, means).argmin(dim=1)
+
+
+def linear():
+    return nn.Linear(64, 10)
+
+
+def test_study_rows_cover_every_method_budget_and_seed(splits):
+    seen = []
+
+    def recording(train, val, seed):
+        seen.append((train, val, seed))
+        return nearest_class_mean(train, val, seed)
+
+    rows = ex.label_budget_study({"nearest mean": recording, "again": nearest_class_mean},
+                                 splits, budgets=(1, 5, None), seeds=(0, 3), progress=False)
+    assert len(rows) == 3 * 2 * 2
+    assert [(r["method"], r["budget"], r["seed"]) for r in rows[:4]] == [
+        ("nearest mean", 1, 0), ("again", 1, 0), ("nearest mean", 1, 3), ("again", 1, 3)]
+    assert {r["n_train"] for r in rows if r["budget"] == 5} == {50}
+    everything = [r for r in rows if r["budget"] is None]
+    assert {r["n_train"] for r in everything} == {len(splits.train)}
+    assert everything[0]["per_class"] == pytest.approx(len(splits.train) / 10)
+    # the labelled subset is few_labels(train, k, seed); val is the whole val set; no test
+    train, val, seed = seen[1]
+    expected = few_labels(splits.train.x, splits.train.y, 1, seed=3)
+    assert seed == 3 and torch.equal(train.x, expected.x) and torch.equal(train.y, expected.y)
+    assert val is splits.val
+    assert all(v is splits.val for _, v, _ in seen)
+    # the accuracies are measured on the fixed test and val sets
+    model = nearest_class_mean(expected, None, 3)
+    test_acc = (model(splits.test.x) == splits.test.y).float().mean().item()
+    assert rows[2]["test_accuracy"] == pytest.approx(test_acc)
+    val_acc = (model(splits.val.x) == splits.val.y).float().mean().item()
+    assert rows[2]["val_accuracy"] == pytest.approx(val_acc)
+    assert all(r["seconds"] >= 0 for r in rows)
+
+
+def test_study_is_reproducible_for_a_seed(splits):
+    method = ex.fit_method(linear, steps=20, lr=1e-2)
+    kwargs = dict(budgets=(2, 10), seeds=(1,), progress=False)
+
+    def run():
+        rows = ex.label_budget_study({"linear": method}, splits, **kwargs)
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    first = run()
+    torch.manual_seed(123)  # the global state must not matter: the method seeds itself
+    assert run() == first
+    other = ex.label_budget_study({"linear": method}, splits, budgets=(2,), seeds=(2,),
+                                  progress=False)
+    assert other[0]["test_accuracy"] != first[0]["test_accuracy"]
+
+
+def test_more_labels_help_the_logistic_baseline(splits):
+    rows = ex.label_budget_study({"logistic": ex.logistic_regression}, splits,
+                                 budgets=(1, None), seeds=(0, 1), progress=False)
+    summary = ex.summarise(rows)
+    one, everything = summary
+    assert everything["mean"] > 0.93  # the known bar on the digits
+    assert everything["std"] == 0.0  # all labels: the same fit for every seed
+    assert 0.3 < one["mean"] < everything["mean"] - 0.15
+
+
+def test_logistic_regression_is_a_fitted_sklearn_model(splits):
+    model = ex.logistic_regression(splits.train, splits.val, seed=0)
+    predicted = ex.predict_with(model, splits.test.x)
+    assert predicted.shape == (len(splits.test),)
+    # images are flattened, so the same baseline works on (N, 1, 8, 8) inputs
+    images = Data(splits.train.x.reshape(-1, 1, 8, 8), splits.train.y)
+    same = ex.logistic_regression(images, None, seed=0)
+    assert np.array_equal(ex.predict_with(same, splits.test.x.reshape(-1, 1, 8, 8)), predicted)
+
+
+def test_summarise_mean_and_spread():
+    rows = [
+        {"method": "a", "budget": 1, "per_class": 1.0, "n_train": 10, "test_accuracy": v}
+        for v in (0.5, 0.7, 0.9)
+    ] + [{"method": "a", "budget": None, "per_class": 100.0, "n_train": 1000,
+          "test_accuracy": 0.95}]
+    small, everything = ex.summarise(rows)
+    assert small["mean"] == pytest.approx(0.7)
+    assert small["std"] == pytest.approx(0.2)  # sample standard deviation (n - 1)
+    assert (small["min"], small["max"], small["n"]) == (0.5, 0.9, 3)
+    assert small["metric"] == "test_accuracy" and small["n_train"] == 10
+    assert everything["budget"] is None and everything["std"] == 0.0 and everything["n"] == 1
+    with pytest.raises(KeyError, match="no column 'val_accuracy'"):
+        ex.summarise(rows, metric="val_accuracy")
+    with pytest.raises(ValueError, match="no rows"):
+        ex.summarise([])
+
+
+def summary_of(**cells):
+    """A summary with one row per 'method_budget=(mean, std)'."""
+    rows = []
+    for key, (mean, std) in cells.items():
+        method, budget = key.split("_")
+        budget = None if budget == "all" else int(budget)
+        rows.append({"method": method, "budget": budget, "per_class": budget or 100,
+                     "n_train": 10 * (budget or 100), "metric": "test_accuracy",
+                     "mean": mean, "std": std, "min": mean - std, "max": mean + std, "n": 3})
+    return rows
+
+
+def test_tables_show_mean_and_std_per_budget_and_method():
+    summary = summary_of(mlp_1=(0.61, 0.05), lr_1=(0.6, 0.04), mlp_all=(0.97, 0.004),
+                         lr_all=(0.96, 0.0))
+    text = ex.summary_table(summary)
+    lines = text.splitlines()
+    assert lines[0].split() == ["labels", "per", "class", "|", "mlp", "|", "lr"]
+    assert "0.610 ± 0.050" in lines[2] and lines[2].strip().startswith("1 ")
+    assert lines[3].strip().startswith("all") and "0.960 ± 0.000" in lines[3]
+    assert "over 3 seeds" in lines[-1]
+    page = ex.summary_html(summary)
+    assert page.count("<tr>") == 3 and "<td>0.970 ± 0.004</td>" in page
+
+
+def test_compare_says_beats_loses_or_within_noise():
+    summary = summary_of(mlp_1=(0.70, 0.01), lr_1=(0.60, 0.01), mlp_10=(0.80, 0.05),
+                         lr_10=(0.82, 0.05), mlp_all=(0.90, 0.0), lr_all=(0.95, 0.01))
+    one, ten, everything = ex.compare(summary, "mlp", "lr")
+    assert "mlp beats lr" in one and "gap +0.100" in one
+    assert "within the spread" in ten
+    assert "mlp loses to lr" in everything and everything.lstrip().startswith("all")
+    with pytest.raises(KeyError, match="no method 'cnn'"):
+        ex.compare(summary, "cnn", "lr")
+
+
+@pytest.mark.parametrize(
+    ("budgets", "message"),
+    [
+        ((0,), "positive number"),
+        ((2.5,), "positive number"),
+        ((True,), "positive number"),
+        ((1, 1), "repeat"),
+        ((), "empty"),
+        ((1, 500), r"500 labels per class is more than the smallest class .* has \(\d+\)"),
+    ],
+)
+def test_bad_budgets_are_clear_errors(splits, budgets, message):
+    with pytest.raises(ValueError, match=message):
+        ex.label_budget_study({"m": nearest_class_mean}, splits, budgets=budgets,
+                              progress=False)
+
+
+def test_a_budget_too_large_says_what_to_use():
+    y = torch.tensor([0] * 5 + [1] * 3)
+    with pytest.raises(ValueError, match="at most 3, or None"):
+        ex.check_budgets((4,), y)
+    assert ex.check_budgets([1, 3, None], y) == (1, 3, None)
+
+
+def test_bad_methods_and_seeds(splits):
+    with pytest.raises(ValueError, match="methods is empty"):
+        ex.label_budget_study({}, splits, progress=False)
+    with pytest.raises(TypeError, match="not a function"):
+        ex.label_budget_study({"m": 3}, splits, progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        ex.label_budget_study({"m": nearest_class_mean}, splits, seeds=(), progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        ex.label_budget_study({"m": nearest_class_mean}, splits, seeds=(-1,), progress=False)
+
+
+def test_a_method_must_return_something_that_predicts(splits):
+    with pytest.raises(TypeError, match="returned float"):
+        ex.label_budget_study({"m": lambda train, val, seed: 0.9}, splits, budgets=(1,),
+                              seeds=(0,), progress=False)
+    with pytest.raises(ValueError, match="one class label per example"):
+        ex.label_budget_study({"m": lambda train, val, seed: (lambda x: x)}, splits,
+                              budgets=(1,), seeds=(0,), progress=False)
+
+
+def test_predict_with_a_torch_model_uses_the_argmax(splits):
+    model = linear()
+    with torch.no_grad():
+        expected = model(splits.test.x).argmax(1).numpy()
+    assert np.array_equal(ex.predict_with(model, splits.test.x), expected)
+
+
+@pytest.mark.parametrize(("n", "batch", "steps", "epochs"),
+                         [(10, 64, 300, 300), (100, 64, 300, 150), (1077, 64, 300, 18),
+                          (1077, 64, 10, 1), (64, 64, 1, 1)])
+def test_epochs_for_steps(n, batch, steps, epochs):
+    assert ex.epochs_for_steps(n, batch, steps) == epochs
+    assert epochs * math.ceil(n / batch) >= steps
+
+
+def test_fit_method_trains_a_fresh_seeded_model(splits):
+    built = []
+
+    def make():
+        built.append(linear())
+        return built[-1]
+
+    method = ex.fit_method(make, steps=30, lr=1e-2)
+    labelled = few_labels(splits.train.x, splits.train.y, 10, seed=0)
+    first, second = method(labelled, splits.val, 4), method(labelled, splits.val, 4)
+    assert first is not second and len(built) == 2
+    assert torch.equal(first.weight, second.weight)  # seeded: the same run twice
+    assert not torch.equal(first.weight, method(labelled, splits.val, 5).weight)
+    with pytest.raises(ValueError, match="sets 'epochs' itself"):
+        ex.fit_method(make, epochs=3)
+
+
+def test_budget_label():
+    assert [ex.budget_label(b) for b in (1, 50, None)] == ["1", "50", "all"]

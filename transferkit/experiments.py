@@ -1,0 +1,360 @@
+"""Label-budget studies: how test accuracy depends on the number of labels.
+
+The question behind the whole course is what a method does when labels are
+scarce. A *label-budget study* answers it by measurement:
+
+    for each budget k (labels per class; None = every training label):
+        for each seed s:
+            labelled = few_labels(train, k, seed=s)      # k examples of every class
+            for each method:
+                model = method(labelled, val, s)         # train on the labelled subset
+                accuracy on the fixed test set
+
+and `summarise` turns the trials into one row per (method, budget) with the
+mean and the spread over seeds. One seed is one draw of *which* examples get
+labels (and of the method's own randomness): with a few labels, that draw
+matters a lot, so a single run would be an anecdote.
+
+A *method* is any function ``method(train: Data, val: Data, seed: int)`` that
+returns a fitted model: a torch `nn.Module` (the class with the highest score
+is its prediction), a scikit-learn style object with ``.predict(x)``, or a plain
+function ``x -> labels``. The test set is never shown to a method. Two methods
+come with the module: `logistic_regression` (the linear baseline every later
+lesson must beat) and `fit_method` (wraps any network you build for `fit`)::
+
+    from transferkit.data import load_digits, train_val_test_split
+    from transferkit.experiments import (
+        fit_method, label_budget_study, logistic_regression, summarise, summary_table)
+
+    splits = train_val_test_split(*load_digits(), seed=0)
+    methods = {"MLP": fit_method(make_mlp, steps=300, lr=3e-3),
+               "logistic regression": logistic_regression}
+    rows = label_budget_study(methods, splits, budgets=(1, 10, None), seeds=(0, 1, 2))
+    print(summary_table(summarise(rows)))   # one line per budget: mean ± std per method
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Data, few_labels
+from .device import seed_everything
+
+Method = Callable[[Data, Data, int], Any]
+Budget = int | None  # labels per class; None means every training label
+
+DEFAULT_BUDGETS: tuple[Budget, ...] = (1, 3, 5, 10, 50, None)
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+# --- budgets -----------------------------------------------------------------------------
+
+
+def budget_label(budget: Budget) -> str:
+    """How a budget is written in tables and figures: ``"3"`` or ``"all"``."""
+    return "all" if budget is None else str(budget)
+
+
+def _budget_words(budget: Budget) -> str:
+    if budget is None:
+        return "all labels"
+    return f"{budget} label{'' if budget == 1 else 's'} per class"
+
+
+def check_budgets(budgets: Iterable[Budget], y: torch.Tensor) -> tuple[Budget, ...]:
+    """Validate label budgets against the training labels ``y``; return them as a tuple.
+
+    A budget is a positive number of labels per class, or None for every label.
+    A budget larger than the smallest class is an error, not a silent cap: the
+    classes would no longer be balanced, and the row would claim more labels
+    than it used.
+    """
+    budgets = tuple(budgets)
+    if not budgets:
+        raise ValueError("budgets is empty; give labels per class, e.g. (1, 3, 10, None).")
+    _, counts = torch.unique(torch.as_tensor(y), return_counts=True)
+    smallest = int(counts.min())
+    for budget in budgets:
+        if budget is None:
+            continue
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise ValueError(f"a budget is a positive number of labels per class, or None for "
+                             f"all labels; got {budget!r}.")
+        if budget > smallest:
+            raise ValueError(
+                f"a budget of {budget} labels per class is more than the smallest class of the "
+                f"training set has ({smallest}). Use budgets of at most {smallest}, or None "
+                "for every training label."
+            )
+    if len(set(budgets)) != len(budgets):
+        raise ValueError(f"budgets {budgets} contain a repeat.")
+    return budgets
+
+
+def epochs_for_steps(n_examples: int, batch_size: int, steps: int) -> int:
+    """Epochs needed for at least ``steps`` optimizer steps over ``n_examples``.
+
+    One epoch makes ``ceil(n_examples / batch_size)`` steps, so 10 labelled
+    examples give one step per epoch and 1,000 give 16 at batch size 64.
+    Training every budget for the same number of *steps* (not epochs) gives
+    small budgets a fair amount of optimisation.
+    """
+    if n_examples < 1 or batch_size < 1 or steps < 1:
+        raise ValueError(f"n_examples, batch_size and steps must be positive, got "
+                         f"{n_examples}, {batch_size}, {steps}.")
+    return max(1, math.ceil(steps / math.ceil(n_examples / batch_size)))
+
+
+# --- methods -----------------------------------------------------------------------------
+
+
+def logistic_regression(train: Data, val: Data | None = None, seed: int = 0,
+                        *, max_iter: int = 2000):
+    """The linear baseline: scikit-learn's `LogisticRegression` on the raw pixels.
+
+    Multinomial logistic regression with its default L2 penalty (C=1), fitted
+    with L-BFGS. ``val`` is not used (no choice is made); it is accepted so this
+    is a study method. Returns the fitted scikit-learn model.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = train.x.reshape(len(train.x), -1).numpy()
+    return LogisticRegression(max_iter=max_iter, random_state=seed).fit(x, train.y.numpy())
+
+
+def fit_method(make_model: Callable[[], nn.Module], *, steps: int = 300,
+               batch_size: int = 64, **fit_options: Any) -> Method:
+    """A study method that trains a fresh network built by ``make_model()`` with `fit`.
+
+    For each trial it seeds everything with the trial's seed, builds the model,
+    and trains it on the labelled subset for about ``steps`` optimizer steps
+    (the number of epochs follows from the subset's size: `epochs_for_steps`).
+    ``fit_options`` go to `fit` (``lr``, ``optimizer``, ``weight_decay`` …).
+    The validation set is not used, so no choice leaks into the result.
+
+    >>> from transferkit.data import load_digits
+    >>> method = fit_method(lambda: nn.Linear(64, 10), steps=200, lr=3e-3)
+    >>> model = method(few_labels(*load_digits(), per_class=5), None, 0)
+    >>> type(model).__name__
+    'Linear'
+    """
+    for forbidden in ("epochs", "val", "seed"):
+        if forbidden in fit_options:
+            raise ValueError(f"fit_method sets {forbidden!r} itself (epochs from steps, the "
+                             "trial's seed); leave it out.")
+
+    def method(train: Data, val: Data, seed: int) -> nn.Module:
+        from .train import fit
+
+        seed_everything(seed)
+        model = make_model()
+        epochs = epochs_for_steps(len(train), batch_size, steps)
+        fit(model, train, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+            **fit_options)
+        return model
+
+    method.__name__ = getattr(make_model, "__name__", "network")
+    return method
+
+
+def predict_with(model: Any, x: torch.Tensor) -> np.ndarray:
+    """Class predictions of whatever a method returned, as a NumPy array."""
+    if isinstance(model, nn.Module):
+        from .train import predict
+
+        return predict(model, x).numpy()
+    if hasattr(model, "predict"):  # scikit-learn style
+        return np.asarray(model.predict(x.reshape(len(x), -1).numpy()))
+    if callable(model):
+        out = model(x)
+        return out.cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    raise TypeError(
+        f"a study method must return a torch model, an object with .predict(x), or a "
+        f"function x -> labels; it returned {type(model).__name__}."
+    )
+
+
+def _accuracy(model: Any, data: Data) -> float:
+    predicted = predict_with(model, data.x)
+    if predicted.shape != (len(data),):
+        raise ValueError(f"the model predicted an array of shape {predicted.shape} for "
+                         f"{len(data)} examples; it must give one class label per example.")
+    return float((predicted == data.y.numpy()).mean())
+
+
+# --- the study ---------------------------------------------------------------------------
+
+
+def label_budget_study(
+    methods: Mapping[str, Method],
+    splits: Sequence[Data],
+    *,
+    budgets: Iterable[Budget] = DEFAULT_BUDGETS,
+    seeds: Iterable[int] = DEFAULT_SEEDS,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every method on every label budget with every seed; measure on the test set.
+
+    Args:
+        methods: name → ``method(train, val, seed) -> model`` (see the module doc).
+        splits: ``(train, val, test)``, e.g. a `transferkit.data.Splits`. The
+            labelled subsets are drawn from ``train``; ``test`` is the same for
+            every trial.
+        budgets: labels per class; None = every training label. A budget above
+            the smallest class of ``train`` is an error (see `check_budgets`).
+        seeds: one trial per seed; the seed picks the labelled examples
+            (``few_labels(..., seed=seed)``) and is passed to the method.
+        progress: show a progress bar.
+
+    Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
+    ``per_class`` (labelled examples per class, a number even for "all"),
+    ``n_train``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``.
+    """
+    train, val, test = splits
+    if not methods:
+        raise ValueError("methods is empty; pass e.g. {'logistic': logistic_regression}.")
+    for name, method in methods.items():
+        if not callable(method):
+            raise TypeError(f"method {name!r} is a {type(method).__name__}, not a function "
+                            "method(train, val, seed).")
+    budgets = check_budgets(budgets, train.y)
+    seeds = tuple(seeds)
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative integers (at least one), got {seeds}.")
+    n_classes = len(torch.unique(train.y))
+
+    from tqdm.auto import tqdm
+
+    rows = []
+    with tqdm(total=len(budgets) * len(seeds) * len(methods), desc="label-budget study",
+              unit="run", disable=not progress) as bar:
+        for budget in budgets:
+            for seed in seeds:
+                labelled = train if budget is None else few_labels(train.x, train.y, budget,
+                                                                   seed=seed)
+                for name, method in methods.items():
+                    start = time.perf_counter()
+                    model = method(labelled, val, seed)
+                    seconds = time.perf_counter() - start
+                    rows.append({
+                        "method": name, "budget": budget,
+                        "per_class": len(labelled) / n_classes, "n_train": len(labelled),
+                        "seed": seed, "val_accuracy": _accuracy(model, val),
+                        "test_accuracy": _accuracy(model, test), "seconds": seconds,
+                    })
+                    bar.update(1)
+    return rows
+
+
+def summarise(rows: Sequence[Mapping[str, Any]],
+              metric: str = "test_accuracy") -> list[dict[str, Any]]:
+    """One row per (method, budget): the mean and spread of ``metric`` over seeds.
+
+    Each summary row has ``method``, ``budget``, ``per_class``, ``n_train``,
+    ``metric``, ``mean``, ``std`` (the sample standard deviation over seeds;
+    0 for a single seed), ``min``, ``max`` and ``n`` (the number of seeds).
+    Rows keep the order in which methods and budgets first appear.
+    """
+    if not rows:
+        raise ValueError("no rows to summarise; run label_budget_study first.")
+    if metric not in rows[0]:
+        raise KeyError(f"no column {metric!r} in the rows; they have {list(rows[0])}.")
+    groups: dict[tuple[str, Budget], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["budget"]), []).append(row)
+    summary = []
+    for (method, budget), group in groups.items():
+        values = [float(r[metric]) for r in group]
+        summary.append({
+            "method": method, "budget": budget,
+            "per_class": statistics.fmean(r["per_class"] for r in group),
+            "n_train": statistics.fmean(r["n_train"] for r in group),
+            "metric": metric, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values),
+        })
+    return summary
+
+
+def _table_cells(summary: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    methods = list(dict.fromkeys(row["method"] for row in summary))
+    budgets = list(dict.fromkeys(row["budget"] for row in summary))
+    cell = {(row["method"], row["budget"]): row for row in summary}
+    header = ["labels per class"] + methods
+    body = []
+    for budget in budgets:
+        line = [budget_label(budget)]
+        for method in methods:
+            row = cell.get((method, budget))
+            line.append("—" if row is None else
+                        f"{row['mean']:.3f} ± {row['std']:.3f}")
+        body.append(line)
+    return header, body
+
+
+def summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table: one line per budget, one column per method, ``mean ± std``."""
+    header, body = _table_cells(summary)
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [" | ".join(text.rjust(w) for text, w in zip(line, widths, strict=True))
+             for line in [header, *body]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    n = sorted({row["n"] for row in summary})
+    metric = summary[0]["metric"].replace("_", " ")
+    lines.append(f"{metric}: mean ± standard deviation over {'/'.join(map(str, n))} seeds")
+    return "\n".join(lines)
+
+
+def summary_html(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The same table as `summary_table`, as HTML (``IPython.display.HTML(...)``)."""
+    header, body = _table_cells(summary)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
+                   for line in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def compare(summary: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[str]:
+    """One sentence per budget: does ``method`` beat ``baseline``, by how much, beyond noise?
+
+    "Beyond noise" means the gap between the means is larger than the two
+    standard deviations over seeds added together; otherwise the sentence says
+    the two are within the spread of the seeds.
+    """
+    cell = {(row["method"], row["budget"]): row for row in summary}
+    known = sorted({row["method"] for row in summary})
+    for name in (method, baseline):
+        if name not in known:
+            raise KeyError(f"no method {name!r} in the summary; it has {known}.")
+    sentences = []
+    for budget in dict.fromkeys(row["budget"] for row in summary):
+        a, b = cell.get((method, budget)), cell.get((baseline, budget))
+        if a is None or b is None:
+            continue
+        gap = a["mean"] - b["mean"]
+        noise = a["std"] + b["std"]
+        if abs(gap) <= noise:
+            verdict = "within the spread of the seeds of"
+        else:
+            verdict = "beats" if gap > 0 else "loses to"
+        sentences.append(
+            f"{_budget_words(budget):>19}: {method} {verdict} {baseline} "
+            f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, spread ±{noise:.3f})"
+        )
+    return sentences
+
+
+__all__ = [
+    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "check_budgets", "compare",
+    "epochs_for_steps", "fit_method", "label_budget_study", "logistic_regression",
+    "predict_with", "summarise", "summary_html", "summary_table",
+]
