@@ -92,15 +92,20 @@ def test_show_in_replaces_traces_of_another_kind():
     assert [t.type for t in target.data] == ["bar", "bar"]
 
 
-def test_live_plot_grows_with_every_epoch():
+def test_live_plot_grows_with_every_epoch(monkeypatch):
     from transferkit.train import fit
 
+    shown = []
+    monkeypatch.setattr(widgets, "display", shown.append)
     x, y = load_digits()
     live = widgets.LivePlot()
     fit(torch.nn.Linear(64, 10), (x[:200], y[:200]), (x[200:300], y[200:300]), epochs=3,
         callbacks=[live], progress=False)
     assert isinstance(live.figure, go.FigureWidget)
     assert list(live.figure.data[0].x) == [1, 2, 3]
+    # displayed once; a saved notebook shows one line instead of the figure's JSON
+    assert len(shown) == 1
+    assert shown[0]._repr_mimebundle_()["text/plain"].startswith("[interactive: training curves")
 
 
 # --- lesson 02: training a network -------------------------------------------------------

@@ -130,8 +130,11 @@ class LivePlot(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         fig = plots.history_figure(state.history.rows, title=self.title)
         if self.figure is None:
-            self.figure = go.FigureWidget(fig)
-            display(self.figure)
+            # In a Panel, so a saved notebook shows one line, not the figure's JSON, where
+            # widgets cannot run (GitHub).
+            panel = Panel([], fig, title=self.title or "training curves")
+            self.figure = panel.figure
+            display(panel)
         else:
             show_in(self.figure, fig)
 
