@@ -25,8 +25,8 @@ def test_reconstruction_grid_stacks_rows_with_names_and_captions():
     z = np.array(fig.data[0].z, dtype=float)
     # 2 rows of 8×8 images, each with a 2-px caption strip above, 1-px gaps
     assert z.shape == (2 * 11 - 1, 4 * 9 - 1)
-    assert np.allclose(z[2:10, 9:17], x[1].reshape(8, 8).numpy())
-    assert np.allclose(z[13:21, 0:8], xhat[0].reshape(8, 8).numpy())
+    assert np.allclose(z[2:10, 9:17], x[1].reshape(8, 8).numpy(), atol=5e-4)  # 3 decimals
+    assert np.allclose(z[13:21, 0:8], xhat[0].reshape(8, 8).numpy(), atol=5e-4)
     texts = [a.text for a in fig.layout.annotations]
     assert texts[4:8] == ["a", "b", "c", "d"] and texts[-2:] == ["input", "reconstruction"]
 
@@ -115,6 +115,7 @@ def test_explorer_click_on_the_map_shows_the_decoded_image(small):
         decoded = panel.model.eval()(test.x[index:index + 1])[0].reshape(8, 8).numpy()
     assert np.allclose(z[2:10, 0:8], test.x[index].reshape(8, 8).numpy())
     assert np.allclose(z[2:10, 9:17], decoded, atol=1e-6)
+    assert not np.allclose(decoded, test.x[index].reshape(8, 8).numpy(), atol=1e-3)
     # callbacks survive a change of settings
     panel.controls["code size"].value = 4
     click(panel, 0, 0)

@@ -8,6 +8,8 @@ One concept per module, each readable top to bottom:
                           MNIST / Fashion-MNIST / CIFAR-10 from local files
 ``transferkit.train``     ``fit(...) -> History``, ``evaluate``, early stopping
 ``transferkit.checkpoint``  ``save_checkpoint`` / ``load_checkpoint`` (safe, atomic)
+``transferkit.autoencoder``  ``Autoencoder``, ``ConvAutoencoder``, ``pretrain``, ``PCA``,
+                          ``reconstruction_error``, ``save_encoder`` / ``load_encoder``
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -26,7 +28,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
+    "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
     "widgets", "workspace",
 }
 

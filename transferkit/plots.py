@@ -143,7 +143,8 @@ def reconstruction_grid(
     if not rows:
         raise ValueError("reconstruction_grid needs at least one row of images.")
     names = list(rows)
-    arrays = [_as_image_array(rows[name]) for name in names]
+    # three decimals are more than the eye sees, and keep the stored figure small
+    arrays = [np.round(_as_image_array(rows[name]).astype(float), 3) for name in names]
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"every row needs the same number of images; got "
@@ -202,6 +203,7 @@ def code_map_figure(
     find the example it belongs to.
     """
     pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    pts = np.round(pts.astype(float), 4)
     labels = np.asarray(torch.as_tensor(labels).cpu())
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {pts.shape}; project longer "
@@ -230,4 +232,5 @@ def interpolation_figure(
     """Decoded images along a path of codes, captioned with the position t from 0 to 1."""
     n = len(_as_image_array(images))
     captions = [f"t={i / max(1, n - 1):.2f}" for i in range(n)]
-    return image_grid(images, captions, ncols=n, title=title)
+    return image_grid(np.round(_as_image_array(images).astype(float), 3), captions, ncols=n,
+                      title=title)
