@@ -93,8 +93,15 @@ def test_explorer_trains_caches_and_redraws(small):
     assert len(panel.map.data) == 10
     denoise.value = True
     assert panel.figure.layout.title.text.startswith("code size 8, denoising on")
-    assert [a.text for a in panel.figure.layout.annotations][-3:] == [
-        "input", "noisy input", "reconstruction"]
+    texts = [a.text for a in panel.figure.layout.annotations]
+    assert texts[-3:] == ["input", "noisy input", "reconstruction"]
+    model = panel.cache[(8, True)].eval()
+    noisy = np.array(panel.figure.data[0].z, dtype=float)[13:21, 0:8]  # first noisy input
+    with torch.no_grad():
+        out = model(torch.tensor(noisy, dtype=torch.float32).reshape(1, 64))
+    clean = test.x[0]
+    expected = float(((out[0] - clean) ** 2).mean())  # caption: error against the clean input
+    assert float(texts[20]) == pytest.approx(expected, abs=2e-3)  # rows of 10 captions
     denoise.value = False
     assert panel.status.value == "from the cache"
     size.value = 2

@@ -28,8 +28,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots", "train",
-    "widgets", "workspace",
+    "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "magics", "plots",
+    "train", "widgets", "workspace",
 }
 
 

@@ -222,8 +222,10 @@ def autoencoder_explorer(
         with torch.no_grad():
             model.eval()
             rows["reconstruction"] = model(rows.get("noisy input", shown))
+        # each caption: the error of the image shown against the clean input
+        shown_errors = (rows["reconstruction"] - shown).pow(2).flatten(1).mean(dim=1)
         captions = {"input": [names[int(c)] if names else str(int(c)) for c in test.y[:n_show]],
-                    "reconstruction": [f"{e:.3f}" for e in error.per_example[:n_show]]}
+                    "reconstruction": [f"{e:.3f}" for e in shown_errors]}
         title = (f"code size {k}, denoising {'on' if noisy else 'off'}: test error "
                  f"{error.mean:.4f} (PCA {pca_error[k]:.4f})")
         recon = plots.reconstruction_grid(rows, captions, title=title)
