@@ -100,6 +100,10 @@ def test_bad_arguments_give_clear_errors():
         Autoencoder([64, 8], activation="swish")
     with pytest.raises(ValueError, match=r"codes of shape \(batch, 8\)"):
         Autoencoder([64, 8]).decode(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"codes of shape \(batch, 16\)"):
+        ConvAutoencoder((1, 8, 8)).decode(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="unknown activation 'sigmod'"):
+        ConvAutoencoder((1, 8, 8), out_activation="sigmod")
     with pytest.raises(TypeError, match="float tensor of inputs"):
         reconstruction_error(Autoencoder([64, 8]), torch.zeros(2, 64, dtype=torch.long))
     with pytest.raises(ValueError, match="does not have the input's shape"):
@@ -183,7 +187,7 @@ def test_interpolation_ends_at_the_two_reconstructions(digits):
     model = Autoencoder([64, 16, 2])
     a, b = digits.test.x[0], digits.test.x[1]
     path = interpolate(model, a, b, steps=5)
-    assert path.shape == (5, 64)
+    assert path.shape == (5, 64) and model.training  # the model's mode is kept
     with torch.no_grad():
         assert torch.allclose(path[0], model(a[None])[0], atol=1e-6)
         assert torch.allclose(path[-1], model(b[None])[0], atol=1e-6)

@@ -185,7 +185,32 @@ class Encoder(nn.Module):
 # --- the autoencoders ----------------------------------------------------------------
 
 
-class Autoencoder(nn.Module):
+class _EncoderDecoder(nn.Module):
+    """What both autoencoders share: ``encoder``, ``decoder``, ``code_dim``, encode/decode."""
+
+    encoder: Encoder
+    decoder: nn.Module
+
+    @property
+    def code_dim(self) -> int:
+        return self.encoder.code_dim
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code z = f(x)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction x̂ = g(z)."""
+        if z.ndim != 2 or z.shape[1] != self.code_dim:
+            raise ValueError(f"the decoder expects codes of shape (batch, {self.code_dim}), "
+                             f"got {tuple(z.shape)}.")
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class Autoencoder(_EncoderDecoder):
     """An MLP encoder over ``dims`` and the mirrored decoder.
 
     ``Autoencoder([64, 32, 8])`` is 64 → 32 → 8 (the code) → 32 → 64. Between
@@ -206,31 +231,14 @@ class Autoencoder(nn.Module):
     ):
         super().__init__()
         dims = _check_dims(dims)
-        _activation(activation), _activation(out_activation)  # clear errors for bad names
+        for name in (activation, out_activation):
+            _activation(name)  # an unknown name fails here, even if no layer would use it
         self.dims = tuple(dims)
         self.encoder = Encoder({"kind": "mlp", "dims": dims, "activation": activation})
         self.decoder = nn.Sequential(*_mlp(dims[::-1], activation, last=out_activation))
 
-    @property
-    def code_dim(self) -> int:
-        return self.encoder.code_dim
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code z = f(x)."""
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The reconstruction g(z)."""
-        if z.ndim != 2 or z.shape[1] != self.code_dim:
-            raise ValueError(f"the decoder expects codes of shape (batch, {self.code_dim}), "
-                             f"got {tuple(z.shape)}.")
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(_EncoderDecoder):
     """A convolutional autoencoder for images of shape ``in_shape = (C, H, W)``.
 
     The encoder is stride-2 3×3 convolutions with ``channels`` (each halves H and
@@ -247,7 +255,7 @@ class ConvAutoencoder(nn.Module):
         out_activation: str | None = "sigmoid",
     ):
         super().__init__()
-        _activation(out_activation)
+        _activation(out_activation)  # an unknown name fails before anything is built
         self.encoder = Encoder({"kind": "conv", "in_shape": list(in_shape),
                                 "channels": list(channels), "code_dim": code_dim,
                                 "activation": activation})
@@ -262,19 +270,6 @@ class ConvAutoencoder(nn.Module):
         if out_activation is not None:
             layers.append(_activation(out_activation))
         self.decoder = nn.Sequential(*layers)
-
-    @property
-    def code_dim(self) -> int:
-        return self.encoder.code_dim
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
 
 
 # --- the linear baseline ---------------------------------------------------------------
@@ -463,10 +458,14 @@ def interpolate(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
     """Decode ``steps`` codes on the straight line from f(a) to f(b): (steps, *a.shape)."""
     if steps < 2:
         raise ValueError(f"steps must be at least 2 (the two ends), got {steps}.")
+    was_training = model.training
     model.eval()
-    za, zb = model.encode(a.unsqueeze(0)), model.encode(b.unsqueeze(0))
-    t = torch.linspace(0, 1, steps).unsqueeze(1)
-    return model.decode(za + t * (zb - za))
+    try:
+        za, zb = model.encode(a.unsqueeze(0)), model.encode(b.unsqueeze(0))
+        t = torch.linspace(0, 1, steps, device=za.device).unsqueeze(1)
+        return model.decode(za + t * (zb - za))
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
