@@ -33,6 +33,7 @@ from typing import Literal
 WIDGET_SLIDER = ".widget-slider"
 WIDGET_DROPDOWN = ".widget-dropdown"
 WIDGET_BUTTON = ".widget-button"
+WIDGET_CHECKBOX = ".widget-checkbox"
 PLOTLY_PLOT = ".js-plotly-plot"
 # The title of a plotly figure is an SVG <text class="gtitle">.
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
@@ -72,7 +73,8 @@ class Interaction:
     ``action``:
       * ``"keys"``: click ``control`` (e.g. a slider's handle) and press ``keys`` in turn;
       * ``"select"``: pick ``option`` (an option label, or an index when an int) in the
-        ``<select>`` matched by ``control``.
+        ``<select>`` matched by ``control``;
+      * ``"click"``: click ``control`` once (e.g. a checkbox).
     ``watch``: selector of the element whose text must differ from its text before the
     action, within ``timeout_ms``; if ``expect`` is given it must also match the new text,
     and ``before`` (if given) must match the text before the action. ``control`` and
@@ -81,7 +83,7 @@ class Interaction:
 
     control: str
     watch: str
-    action: Literal["keys", "select"] = "keys"
+    action: Literal["keys", "select", "click"] = "keys"
     keys: tuple[str, ...] = ("ArrowRight",)
     option: str | int | None = None
     expect: str | None = None
@@ -89,7 +91,7 @@ class Interaction:
     timeout_ms: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.action not in ("keys", "select"):
+        if self.action not in ("keys", "select", "click"):
             raise ValueError(f"unknown action {self.action!r}")
         if self.action == "select" and self.option is None:
             raise ValueError("a 'select' interaction needs an option")
@@ -102,6 +104,8 @@ class Interaction:
     def describe(self) -> str:
         if self.action == "keys":
             what = f"press {'+'.join(self.keys)}"
+        elif self.action == "click":
+            what = "click"
         else:
             what = f"select {self.option!r}"
         return f"{what} on {self.control!r}, watching {self.watch!r}"
@@ -140,6 +144,25 @@ def choose(
         watch=watch,
         action="select",
         option=option,
+        expect=expect,
+        before=before,
+    )
+
+
+def tick(
+    description: str,
+    *,
+    watch: str,
+    expect: str | None = None,
+    before: str | None = None,
+) -> Interaction:
+    """Click the Checkbox whose description is ``description`` (ticks or unticks it)."""
+    if '"' in description:
+        raise ValueError(f"description must not contain a double quote: {description!r}")
+    return Interaction(
+        control=f'{WIDGET_CHECKBOX}:has(:text-is("{description}")) input[type="checkbox"]',
+        watch=watch,
+        action="click",
         expect=expect,
         before=before,
     )
@@ -220,6 +243,28 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
                 watch=plot_title_beside("labels per class"),
                 before=r"^3 labels per class \(30 training images\)",
                 expect=r"^5 labels per class \(50 training images\)",
+            ),
+        ),
+    ),
+    # The autoencoder explorer (transferkit.widgets.autoencoder_explorer): a "code size"
+    # Dropdown, a "denoising" Checkbox and a FigureWidget of reconstructions titled
+    # "code size 2, denoising off: test error … (PCA …)"; a 2-D code map and a picked-image
+    # figure sit outside that VBox. The lesson passes in the models it trained (code sizes
+    # 2-32, and 8 with denoising), so both changes below redraw from the cache at once.
+    "03_autoencoders.ipynb": LessonExpectation(
+        selectors=(WIDGET_DROPDOWN, WIDGET_CHECKBOX, PLOTLY_PLOT, plot_title_beside("code size")),
+        interactions=(
+            choose(
+                "code size",
+                "8",
+                watch=plot_title_beside("code size"),
+                before=r"code size 2, denoising off: test error",
+                expect=r"code size 8, denoising off: test error",
+            ),
+            tick(
+                "denoising",
+                watch=plot_title_beside("code size"),
+                expect=r"code size 8, denoising on: test error",
             ),
         ),
     ),

@@ -495,6 +495,8 @@ def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
         control.click()
         for key in interaction.keys:
             control.press(key)
+    elif interaction.action == "click":
+        control.click()
     else:
         option = interaction.option
         labels = [t.strip() for t in control.locator("option").all_text_contents()]

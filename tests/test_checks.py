@@ -67,3 +67,26 @@ def test_lesson_02_checks():
     assert check("02.split_for_learning_rate", "val")
     assert "once" in check("02.split_for_learning_rate", "test").message
     assert not check("02.split_for_learning_rate", "train")
+
+
+def test_lesson_03_checks_recompute_the_answers():
+    import torch
+
+    from transferkit.autoencoder import Autoencoder, article_dims
+    from transferkit.data import load_digits, train_val_test_split
+
+    model = Autoencoder(article_dims(64))
+    assert check("03.article_parameters", sum(p.numel() for p in model.parameters()))
+    encoder_only = sum(p.numel() for p in model.encoder.parameters())
+    assert "decoder" in check("03.article_parameters", encoder_only).message
+
+    train, _, test = train_val_test_split(*load_digits(), seed=0)
+    error = ((test.x - train.x.mean(dim=0)) ** 2).mean()
+    assert check("03.mean_image_error", error) and check("03.mean_image_error", float(error) + 1e-7)
+    assert "training images" in check("03.mean_image_error",
+                                      ((test.x - test.x.mean(0)) ** 2).mean()).message
+
+    rank = int(torch.linalg.matrix_rank((train.x - train.x.mean(0)).double()))
+    assert check("03.pca_exact_code_size", rank)
+    assert "blank" in check("03.pca_exact_code_size", 64).message
+    assert not check("03.pca_exact_code_size", rank + 1)

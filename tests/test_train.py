@@ -141,6 +141,34 @@ def test_autoencoder_style_targets_with_mse():
     assert history["loss"][-1] < history["loss"][0]
 
 
+def test_transform_inputs_changes_training_inputs_only():
+    x, _ = load_digits()
+    x = x[:300]
+    seen_inputs, seen_in_eval, seen_by_loss = [], [], []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(64, 64)
+
+        def forward(self, xb):
+            (seen_inputs if self.training else seen_in_eval).append(xb.detach().clone())
+            return self.layer(xb)
+
+    def loss(out, target):
+        seen_by_loss.append(target.detach().clone())
+        return nn.functional.mse_loss(out, target)
+
+    history = fit(Recorder(), (x, x), (x[:50], x[:50]), loss=loss, epochs=2, batch_size=100,
+                  progress=False, transform_inputs=lambda xb: torch.full_like(xb, 0.5))
+    assert len(seen_inputs) == 6  # 3 batches × 2 epochs, every one transformed
+    assert all(bool((b == 0.5).all()) for b in seen_inputs)
+    # the targets (training and validation) stay clean
+    assert all(not bool((t == 0.5).all()) for t in seen_by_loss)
+    assert seen_in_eval and all(not bool((b == 0.5).all()) for b in seen_in_eval)
+    assert len(history) == 2 and "val_loss" in history.columns
+
+
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [

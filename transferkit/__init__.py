@@ -12,6 +12,8 @@ One concept per module, each readable top to bottom:
 ``transferkit.checkpoint``  ``save_checkpoint`` / ``load_checkpoint`` (safe, atomic)
 ``transferkit.experiments``  ``label_budget_study`` over budgets and seeds, ``summarise``,
                           the ``logistic_regression`` baseline
+``transferkit.autoencoder``  ``Autoencoder``, ``ConvAutoencoder``, ``pretrain``, ``PCA``,
+                          ``reconstruction_error``, ``save_encoder`` / ``load_encoder``
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -30,8 +32,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments", "gd", "magics",
-    "plots", "train", "widgets", "workspace",
+    "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
+    "gd", "magics", "plots", "train", "widgets", "workspace",
 }
 
 

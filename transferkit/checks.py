@@ -260,3 +260,66 @@ def _split_for_learning_rate(answer: Any) -> tuple[bool, str]:
         return False, ("the training loss rewards whatever fits the training examples best, "
                        "memorising included; which split measures what was *not* trained on?")
     return False, "answer 'train', 'validation' or 'test'."
+
+
+# --- lesson 03: autoencoders -----------------------------------------------------------
+
+
+def _digits_split():
+    """The split lesson 03 uses: ``train_val_test_split(x, y, seed=0)`` of the digits."""
+    from .data import load_digits, train_val_test_split
+
+    return train_val_test_split(*load_digits(), seed=0)
+
+
+@register("03.article_parameters")
+def _article_parameters(answer: Any) -> tuple[bool, str]:
+    from torch import nn
+
+    from .autoencoder import Autoencoder, article_dims
+
+    model = Autoencoder(article_dims(64))
+    right = sum(p.numel() for p in model.parameters())
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    if close(answer, right, rel=0):
+        return True, "right: every weight and bias of both halves."
+    if close(answer, encoder, rel=0):
+        return False, "that is the encoder alone; the decoder mirrors it and has its own weights."
+    if close(answer, weights, rel=0):
+        return False, ("close: you counted the weights; each Linear layer also has one bias per "
+                       "output.")
+    return False, ("a Linear(a, b) layer has a·b weights and b biases; add them up for every layer "
+                   "of the encoder and the decoder (or sum p.numel() over model.parameters()).")
+
+
+@register("03.mean_image_error")
+def _mean_image_error(answer: Any) -> tuple[bool, str]:
+    train, _, test = _digits_split()
+    right = float(((test.x - train.x.mean(dim=0)) ** 2).mean())
+    if close(answer, right, rel=1e-3):
+        return True, ("right: that is the error of a code of size 0 (every image rebuilt as the "
+                      "mean).")
+    if close(answer, float(((test.x - test.x.mean(dim=0)) ** 2).mean()), rel=1e-3):
+        return False, ("you used the mean of the test images; a baseline may only learn from the "
+                       "training images (train.x).")
+    if close(answer, right * test.x.shape[1], rel=1e-3):
+        return False, "that is summed over the pixels; average over pixels and images (.mean())."
+    return False, ("rebuild every test image as the mean training image, train.x.mean(dim=0), and "
+                   "average the squared differences over pixels and images.")
+
+
+@register("03.pca_exact_code_size")
+def _pca_exact_code_size(answer: Any) -> tuple[bool, str]:
+    train = _digits_split().train
+    x = train.x.double()
+    right = int(torch.linalg.matrix_rank(x - x.mean(dim=0)))
+    if close(answer, right, rel=0):
+        return True, ("right: the centred training images span a space of exactly that many "
+                      "dimensions, so that many principal components rebuild them without error.")
+    if close(answer, x.shape[1], rel=0):
+        return False, ("64 works, but a smaller code does too: are some pixels blank in every "
+                       "training image? Look at (train.x != 0).any(dim=0).")
+    return False, ("PCA with k components rebuilds exactly what lies in a k-dimensional space; "
+                   "find the dimension (the rank) of the centred training images, or try k until "
+                   "the error of PCA(k) on train.x drops to about 0.")

@@ -338,6 +338,7 @@ def fit(
     seed: int | None = None,
     progress: bool = True,
     live_plot: bool = False,
+    transform_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` on ``train = (x, y)`` and return its `History`.
 
@@ -358,6 +359,11 @@ def fit(
             so `seed_everything` makes the whole run repeatable).
         progress: show a progress bar (a widget in Jupyter, text elsewhere).
         live_plot: in a notebook, draw the loss curves as they are measured.
+        transform_inputs: a function applied to every training batch's inputs
+            (not the targets, not the validation data), e.g. noise for a
+            denoising autoencoder: ``fit(ae, (x, x), loss="mse",
+            transform_inputs=lambda xb: xb + 0.2 * torch.randn_like(xb))``
+            learns to map a noisy input to the clean target.
 
     Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
     returned, with the best weights restored.
@@ -413,6 +419,8 @@ def fit(
             for batch in _batches(len(x), batch_size):
                 idx = order[batch]
                 xb, yb = x[idx], y[idx]
+                if transform_inputs is not None:
+                    xb = transform_inputs(xb)
                 with autocast():
                     out = model(xb)
                     batch_loss = loss_fn(out.float(), yb)
