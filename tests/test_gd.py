@@ -98,17 +98,6 @@ def test_the_grid_covers_refused_and_accepted_settings():
     assert 0 < len(refused) < len(SGD_GRID)
 
 
-@pytest.mark.parametrize("settings", [{"lr": -0.1}, {"lr": 0.1, "momentum": -0.5},
-                                      {"lr": 0.1, "weight_decay": -1.0}])
-def test_descend_refuses_what_torch_refuses(settings):
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.SGD([torch.zeros(2, requires_grad=True)], **settings)
-    with pytest.raises(ValueError) as ours:
-        gd.descend(gd.quadratic(), [1.0, 1.0], steps=3, **settings)
-    assert str(ours.value).startswith(str(torch_error.value))
-    assert "torch.optim.SGD refuses this too" in str(ours.value)
-
-
 @pytest.mark.parametrize(("amsgrad", "weight_decay", "betas"),
                          [(False, 0.0, (0.9, 0.999)), (True, 0.0, (0.9, 0.999)),
                           (False, 0.1, (0.8, 0.99)), (True, 0.1, (0.0, 0.5))])
@@ -120,14 +109,26 @@ def test_adam_is_torch_adam_step_for_step(amsgrad, weight_decay, betas):
     torch.testing.assert_close(run.points, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("settings", [{"lr": -1.0}, {"betas": (1.0, 0.999)},
-                                      {"betas": (0.9, -0.1)}, {"eps": -1e-8}])
-def test_adam_refuses_what_torch_refuses(settings):
+REFUSED = [
+    (torch.optim.SGD, gd.descend, {"lr": -0.1}),
+    (torch.optim.SGD, gd.descend, {"lr": 0.1, "momentum": -0.5}),
+    (torch.optim.SGD, gd.descend, {"lr": 0.1, "weight_decay": -1.0}),
+    (torch.optim.Adam, gd.adam, {"lr": -1.0}),
+    (torch.optim.Adam, gd.adam, {"betas": (1.0, 0.999)}),
+    (torch.optim.Adam, gd.adam, {"betas": (0.9, -0.1)}),
+    (torch.optim.Adam, gd.adam, {"eps": -1e-8}),
+]
+
+
+@pytest.mark.parametrize(("optimizer", "ours", "settings"), REFUSED)
+def test_refuses_what_torch_refuses_with_the_same_reason(optimizer, ours, settings):
     with pytest.raises(ValueError) as torch_error:
-        torch.optim.Adam([torch.zeros(2, requires_grad=True)], **settings)
-    with pytest.raises(ValueError) as ours:
-        gd.adam(gd.quadratic(), [1.0, 1.0], steps=3, **settings)
-    assert str(ours.value).startswith(str(torch_error.value))
+        optimizer([torch.zeros(2, requires_grad=True)], **settings)
+    with pytest.raises(ValueError) as our_error:
+        ours(gd.quadratic(), [1.0, 1.0], steps=3, **settings)
+    assert str(our_error.value).startswith(str(torch_error.value))
+    assert f"{optimizer.__module__.rsplit('.', 1)[0]}.{optimizer.__name__} refuses this too" in (
+        str(our_error.value))
 
 
 # --- divergence --------------------------------------------------------------------------
