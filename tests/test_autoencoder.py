@@ -301,3 +301,8 @@ def test_loading_a_file_that_does_not_match(tmp_path):
         load_encoder(broken)
     with pytest.raises(TypeError, match="needs a transferkit Autoencoder"):
         save_encoder(nn.Linear(64, 2), tmp_path / "x.pt")
+
+
+def test_save_encoder_arguments_in_the_wrong_order_get_a_clear_error(tmp_path):
+    with pytest.raises(TypeError, match=r"save_encoder\(model, path\)"):
+        save_encoder(tmp_path / "e.pt", Autoencoder([64, 8]))

@@ -137,3 +137,9 @@ def test_optimizer_state_that_does_not_fit(tmp_path):
     wrong = torch.optim.SGD(model[0].parameters(), lr=1)
     with pytest.raises(CheckpointError, match="does not fit this optimizer"):
         load_checkpoint(path, net(), wrong)
+
+
+def test_arguments_in_the_wrong_order_get_a_clear_error(tmp_path):
+    with pytest.raises(TypeError, match=r"save_checkpoint\(path, model\)"):
+        save_checkpoint(nn.Linear(2, 2), tmp_path / "a.pt")
+    assert not (tmp_path / "a.pt").exists()

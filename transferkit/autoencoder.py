@@ -556,6 +556,9 @@ def save_encoder(
       harmless); otherwise the encoder goes to the next free ``name-vN.pt``.
       `latest_encoder(path)` finds the newest version.
     """
+    if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
+        raise TypeError("save_encoder(model, path): give the model first, then the file's "
+                        f"path; got {type(model).__name__} and {type(path).__name__}.")
     encoder = _encoder_of(model)
     path = Path(path).expanduser()
     if versioned and not overwrite:

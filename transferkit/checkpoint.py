@@ -61,6 +61,9 @@ def save_checkpoint(
     ``meta`` holds plain values (numbers, strings, lists, dicts) such as the
     epoch or the settings of the run. Returns the path written.
     """
+    if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
+        raise TypeError("save_checkpoint(path, model): give the file's path first, then the "
+                        f"model; got {type(path).__name__} and {type(model).__name__}.")
     path = Path(path).expanduser()
     if path.exists() and not overwrite:
         raise FileExistsError(
