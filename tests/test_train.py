@@ -6,7 +6,16 @@ import torch
 from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
-from transferkit.train import Callback, EarlyStopping, FitState, History, evaluate, fit, predict
+from transferkit.train import (
+    Callback,
+    EarlyStopping,
+    FitState,
+    History,
+    eval_mode,
+    evaluate,
+    fit,
+    predict,
+)
 
 
 def mlp(hidden=32):
@@ -274,3 +283,25 @@ def test_predict_bad_input():
     autoencoder = nn.Sequential(nn.Linear(4, 2), nn.Unflatten(1, (1, 2)))
     with pytest.raises(ValueError, match="Is it a classifier"):
         predict(autoencoder, torch.zeros(3, 4))
+
+
+def test_predict_evaluate_and_fit_give_every_module_its_own_mode_back():
+    """A BatchNorm layer put in eval mode (statistics frozen) inside a model in train mode
+    stays in eval mode: ``model.train(was_training)`` would have switched it back."""
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    model.train()
+    model[1].eval()
+    for use in (lambda: predict(model, x), lambda: evaluate(model, (x, y)),
+                lambda: fit(model, (x, y), epochs=1, progress=False)):
+        use()
+        assert model.training and model[0].training and not model[1].training
+
+
+def test_eval_mode_restores_modes_even_after_an_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    model[1].eval()
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not model.training and not model[0].training
+        raise RuntimeError("boom")
+    assert model.training and model[0].training and not model[1].training

@@ -201,6 +201,34 @@ def _is_classification(output: torch.Tensor, y: torch.Tensor) -> bool:
     return output.ndim == 2 and not y.dtype.is_floating_point and y.ndim == 1
 
 
+def module_modes(model: nn.Module) -> dict[nn.Module, bool]:
+    """Whether each module of ``model`` is in training mode, to restore later."""
+    return {m: m.training for m in model.modules()}
+
+
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Give every module back the mode recorded by `module_modes`.
+
+    ``model.train(was_training)`` is not enough: it sets *every* submodule, so a
+    BatchNorm layer you had put in eval mode (to freeze its statistics) would
+    silently train again.
+    """
+    for module, training in modes.items():
+        module.training = training
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``with eval_mode(model):`` runs the block in eval mode (dropout off, BatchNorm on
+    its running statistics), then restores each module's own mode."""
+    modes = module_modes(model)
+    model.eval()
+    try:
+        yield model
+    finally:
+        restore_modes(modes)
+
+
 def _preflight(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
 ) -> tuple[bool, float]:
@@ -210,39 +238,34 @@ def _preflight(
     Returns whether the task is classification (so accuracy is measured) and
     the loss before training (to recognise divergence).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            batch = x[:256]
-            try:
-                out = model(batch)
-            except RuntimeError as err:
+    with eval_mode(model), torch.no_grad():
+        batch = x[:256]
+        try:
+            out = model(batch)
+        except RuntimeError as err:
+            raise ValueError(
+                f"The model could not process inputs of shape {tuple(x.shape[1:])} "
+                f"(a batch is {tuple(batch.shape)}): {err}\nCheck that the first "
+                "layer expects this input size (flatten images for an MLP, or reshape)."
+            ) from None
+        if loss_fn is F.cross_entropy:
+            if y.dtype.is_floating_point:
+                raise ValueError("cross-entropy needs integer class labels, but y is "
+                                 f"{y.dtype}. Convert with y.long().")
+            if out.ndim != 2:
+                raise ValueError(f"for cross-entropy the model must output (batch, classes)"
+                                 f" scores, but it outputs shape {tuple(out.shape)}.")
+            n_classes = int(y.max()) + 1
+            if out.shape[1] < n_classes or int(y.min()) < 0:
                 raise ValueError(
-                    f"The model could not process inputs of shape {tuple(x.shape[1:])} "
-                    f"(a batch is {tuple(batch.shape)}): {err}\nCheck that the first "
-                    "layer expects this input size (flatten images for an MLP, or reshape)."
-                ) from None
-            if loss_fn is F.cross_entropy:
-                if y.dtype.is_floating_point:
-                    raise ValueError("cross-entropy needs integer class labels, but y is "
-                                     f"{y.dtype}. Convert with y.long().")
-                if out.ndim != 2:
-                    raise ValueError(f"for cross-entropy the model must output (batch, classes)"
-                                     f" scores, but it outputs shape {tuple(out.shape)}.")
-                n_classes = int(y.max()) + 1
-                if out.shape[1] < n_classes or int(y.min()) < 0:
-                    raise ValueError(
-                        f"The model outputs {out.shape[1]} class scores, but the labels run "
-                        f"from {int(y.min())} to {int(y.max())}. Give the last layer "
-                        f"{n_classes} outputs, or relabel the classes 0..{out.shape[1] - 1}."
-                    )
-            elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
-                raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
-                                 f"equal the target shape {tuple(y.shape[1:])}.")
-            initial_loss = float(loss_fn(out.float(), y[:256]))
-    finally:
-        model.train(was_training)
+                    f"The model outputs {out.shape[1]} class scores, but the labels run "
+                    f"from {int(y.min())} to {int(y.max())}. Give the last layer "
+                    f"{n_classes} outputs, or relabel the classes 0..{out.shape[1] - 1}."
+                )
+        elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
+            raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
+                             f"equal the target shape {tuple(y.shape[1:])}.")
+        initial_loss = float(loss_fn(out.float(), y[:256]))
     return _is_classification(out, y), initial_loss
 
 
@@ -305,13 +328,8 @@ def evaluate(
     model.to(device)
     x, y = x.to(device), y.to(device)
     classify, _ = _preflight(model, x, y, loss_fn)
-    was_training = model.training
-    model.eval()
-    try:
-        return _measure(model, x, y, loss_fn, batch_size, classify,
-                        contextlib.nullcontext)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        return _measure(model, x, y, loss_fn, batch_size, classify, contextlib.nullcontext)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -379,7 +397,7 @@ def fit(
     if amp and device.type != "cuda":
         raise ValueError(f"amp=True needs a CUDA device; training runs on {device}.")
 
-    was_training = model.training
+    modes = module_modes(model)
     x, y = (t.to(device) for t in _as_xy(train, "train"))
     has_val = val is not None
     if has_val:
@@ -476,7 +494,7 @@ def fit(
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        model.train(was_training)
+        restore_modes(modes)
     for cb in callbacks:
         cb.on_train_end(state)
     return history
@@ -506,25 +524,20 @@ def predict(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     predictions = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                scores = model(x[start:start + batch_size].to(device))
-                if scores.ndim != 2:
-                    raise ValueError(
-                        f"predict needs class scores of shape (batch, classes), but the model "
-                        f"outputs shape {tuple(scores.shape)}. Is it a classifier?"
-                    )
-                predictions.append(scores.argmax(dim=1).cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            scores = model(x[start:start + batch_size].to(device))
+            if scores.ndim != 2:
+                raise ValueError(
+                    f"predict needs class scores of shape (batch, classes), but the model "
+                    f"outputs shape {tuple(scores.shape)}. Is it a classifier?"
+                )
+            predictions.append(scores.argmax(dim=1).cpu())
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
 
 
 __all__ = [
-    "Callback", "EarlyStopping", "FitState", "History", "evaluate", "fit",
-    "load_checkpoint", "predict", "save_checkpoint",
+    "Callback", "EarlyStopping", "FitState", "History", "eval_mode", "evaluate", "fit",
+    "load_checkpoint", "module_modes", "predict", "restore_modes", "save_checkpoint",
 ]
