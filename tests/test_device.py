@@ -59,3 +59,22 @@ def test_seed_everything_repeats_all_generators():
 def test_seed_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match="non-negative integer"):
         seed_everything(bad)
+
+
+def test_seeded_is_reproducible_and_leaves_the_global_random_state_alone():
+    from transferkit.device import seeded
+
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
+    with seeded(7):
+        first = torch.nn.Linear(4, 2).weight.detach().clone()
+    with seeded(7):
+        second = torch.nn.Linear(4, 2).weight.detach().clone()
+    assert torch.equal(first, second)
+    after = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]

@@ -223,3 +223,19 @@ def test_fit_method_trains_a_fresh_seeded_model(splits):
 
 def test_budget_label():
     assert [ex.budget_label(b) for b in (1, 50, None)] == ["1", "50", "all"]
+
+
+def test_fit_method_does_not_reset_the_notebooks_random_numbers():
+    from torch import nn
+
+    from transferkit.data import few_labels, load_digits
+    from transferkit.experiments import fit_method
+
+    method = fit_method(lambda: nn.Linear(64, 10), steps=5, lr=1e-2)
+    subset = few_labels(*load_digits(), per_class=2)
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    first = method(subset, None, 0)
+    assert torch.equal(torch.rand(2), expected)
+    assert torch.equal(first.weight, method(subset, None, 0).weight)  # a seed is a seed

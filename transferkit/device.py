@@ -11,6 +11,7 @@ generators so that two runs with the same seed give the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -83,3 +84,22 @@ def seed_everything(seed: int) -> int:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """``with seeded(seed):`` runs the block seeded like `seed_everything`, then puts the
+    random state of Python, NumPy and PyTorch back as it was.
+
+    Library code uses it to build and train models reproducibly without resetting the
+    notebook's own random numbers behind your back.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            seed_everything(seed)
+            yield seed
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .data import Data, few_labels
-from .device import seed_everything
+from .device import seeded
 
 Method = Callable[[Data, Data, int], Any]
 Budget = int | None  # labels per class; None means every training label
@@ -135,7 +135,8 @@ def fit_method(make_model: Callable[[], nn.Module], *, steps: int = 300,
                batch_size: int = 64, **fit_options: Any) -> Method:
     """A study method that trains a fresh network built by ``make_model()`` with `fit`.
 
-    For each trial it seeds everything with the trial's seed, builds the model,
+    For each trial it seeds everything with the trial's seed (restoring the global
+    random state afterwards: `transferkit.device.seeded`), builds the model,
     and trains it on the labelled subset for about ``steps`` optimizer steps
     (the number of epochs follows from the subset's size: `epochs_for_steps`).
     ``fit_options`` go to `fit` (``lr``, ``optimizer``, ``weight_decay`` …).
@@ -155,11 +156,11 @@ def fit_method(make_model: Callable[[], nn.Module], *, steps: int = 300,
     def method(train: Data, val: Data, seed: int) -> nn.Module:
         from .train import fit
 
-        seed_everything(seed)
-        model = make_model()
-        epochs = epochs_for_steps(len(train), batch_size, steps)
-        fit(model, train, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-            **fit_options)
+        with seeded(seed):  # the same initial weights for a seed; your RNG is left alone
+            model = make_model()
+            epochs = epochs_for_steps(len(train), batch_size, steps)
+            fit(model, train, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                **fit_options)
         return model
 
     method.__name__ = getattr(make_model, "__name__", "network")

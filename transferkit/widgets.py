@@ -342,7 +342,7 @@ def label_budget_explorer(
     ``splits`` is ``(train, val, test)``; the test set is not used here.
     """
     from .data import few_labels
-    from .device import seed_everything
+    from .device import seeded
     from .experiments import budget_label, check_budgets, epochs_for_steps
     from .train import fit
 
@@ -359,12 +359,12 @@ def label_budget_explorer(
     def draw() -> go.Figure:
         budget = by_label[slider.value]
         labelled = train if budget is None else few_labels(train.x, train.y, budget, seed=seed)
-        seed_everything(seed)
-        model = make_model()
-        history = fit(model, labelled, val, epochs=epochs_for_steps(len(labelled), batch_size,
-                                                                     steps),
-                      lr=lr, batch_size=batch_size, seed=seed, restore_best=False,
-                      progress=False)
+        with seeded(seed):
+            model = make_model()
+            history = fit(model, labelled, val,
+                          epochs=epochs_for_steps(len(labelled), batch_size, steps),
+                          lr=lr, batch_size=batch_size, seed=seed, restore_best=False,
+                          progress=False)
         return plots.history_figure(history.rows,
                                     title=_budget_title(budget, len(labelled), history.rows))
 
