@@ -134,15 +134,36 @@ def test_tables_show_mean_and_std_per_budget_and_method():
     assert page.count("<tr>") == 3 and "<td>0.970 ± 0.004</td>" in page
 
 
-def test_compare_says_beats_loses_or_within_noise():
+def test_compare_to_baseline_says_beats_loses_or_within_the_noise():
     summary = summary_of(mlp_1=(0.70, 0.01), lr_1=(0.60, 0.01), mlp_10=(0.80, 0.05),
                          lr_10=(0.82, 0.05), mlp_all=(0.90, 0.0), lr_all=(0.95, 0.01))
-    one, ten, everything = ex.compare(summary, "mlp", "lr")
+    one, ten, everything = ex.compare_to_baseline(summary, "mlp", "lr")
     assert "mlp beats lr" in one and "gap +0.100" in one
-    assert "within the spread" in ten
+    assert "within the noise" in ten
     assert "mlp loses to lr" in everything and everything.lstrip().startswith("all")
     with pytest.raises(KeyError, match="no method 'cnn'"):
-        ex.compare(summary, "cnn", "lr")
+        ex.compare_to_baseline(summary, "cnn", "lr")
+
+
+def test_the_noise_includes_the_test_sets_own_sampling_error():
+    # a gap of 0.007 with seed spreads adding to 0.004 (lesson 02's "all labels" row):
+    # beyond the seeds, but not beyond a 360-image test set's standard error (about 0.01)
+    summary = summary_of(mlp_all=(0.956, 0.004), lr_all=(0.963, 0.0))
+    (without,) = ex.compare_to_baseline(summary, "mlp", "lr")
+    assert "loses to" in without
+    for row in summary:
+        row["n_test"] = 360
+    (with_test_error,) = ex.compare_to_baseline(summary, "mlp", "lr")
+    assert "within the noise" in with_test_error
+    expected = 0.004 + math.sqrt(0.9595 * 0.0405 / 360)
+    assert f"noise ±{expected:.3f}" in with_test_error
+
+
+def test_study_rows_and_summary_carry_the_test_set_size(splits):
+    rows = ex.label_budget_study({"lr": ex.logistic_regression}, splits, budgets=(1,),
+                                 seeds=(0, 1), progress=False)
+    assert {r["n_test"] for r in rows} == {len(splits.test)}
+    assert ex.summarise(rows)[0]["n_test"] == len(splits.test)
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,7 @@ def label_budget_study(
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``.
+    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``.
     """
     train, val, test = splits
     if not methods:
@@ -249,7 +249,7 @@ def label_budget_study(
                     rows.append({
                         "method": name, "budget": budget,
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
-                        "seed": seed, "val_accuracy": _accuracy(model, val),
+                        "n_test": len(test), "seed": seed, "val_accuracy": _accuracy(model, val),
                         "test_accuracy": _accuracy(model, test), "seconds": seconds,
                     })
                     bar.update(1)
@@ -262,7 +262,8 @@ def summarise(rows: Sequence[Mapping[str, Any]],
 
     Each summary row has ``method``, ``budget``, ``per_class``, ``n_train``,
     ``metric``, ``mean``, ``std`` (the sample standard deviation over seeds;
-    0 for a single seed), ``min``, ``max`` and ``n`` (the number of seeds).
+    0 for a single seed), ``min``, ``max`` and ``n`` (the number of seeds), and
+    ``n_test`` when the rows have it.
     Rows keep the order in which methods and budgets first appear.
     """
     if not rows:
@@ -283,6 +284,8 @@ def summarise(rows: Sequence[Mapping[str, Any]],
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values),
         })
+        if "n_test" in group[0]:
+            summary[-1]["n_test"] = group[0]["n_test"]
     return summary
 
 
@@ -324,12 +327,16 @@ def summary_html(summary: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def compare(summary: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[str]:
-    """One sentence per budget: does ``method`` beat ``baseline``, by how much, beyond noise?
+def compare_to_baseline(summary: Sequence[Mapping[str, Any]], method: str,
+                        baseline: str) -> list[str]:
+    """One sentence per budget: does ``method`` beat ``baseline`` by more than the noise?
 
-    "Beyond noise" means the gap between the means is larger than the two
-    standard deviations over seeds added together; otherwise the sentence says
-    the two are within the spread of the seeds.
+    The noise is what would move the gap between the two means if we ran again:
+    the two standard deviations over seeds added together, plus (for accuracies,
+    when the summary knows the test-set size n) one standard error of an accuracy
+    p measured on n examples, √(p(1 − p)/n): a different test set of the same
+    size would give a different number. A gap inside the noise is reported as
+    such, not as a win.
     """
     cell = {(row["method"], row["budget"]): row for row in summary}
     known = sorted({row["method"] for row in summary})
@@ -343,19 +350,22 @@ def compare(summary: Sequence[Mapping[str, Any]], method: str, baseline: str) ->
             continue
         gap = a["mean"] - b["mean"]
         noise = a["std"] + b["std"]
+        if a.get("n_test") and a.get("metric", "").endswith("accuracy"):
+            p = (a["mean"] + b["mean"]) / 2
+            noise += math.sqrt(p * (1 - p) / a["n_test"])
         if abs(gap) <= noise:
-            verdict = "within the spread of the seeds of"
+            verdict = "is within the noise of"
         else:
             verdict = "beats" if gap > 0 else "loses to"
         sentences.append(
             f"{_budget_words(budget):>19}: {method} {verdict} {baseline} "
-            f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, spread ±{noise:.3f})"
+            f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, noise ±{noise:.3f})"
         )
     return sentences
 
 
 __all__ = [
-    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "check_budgets", "compare",
+    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "check_budgets", "compare_to_baseline",
     "epochs_for_steps", "fit_method", "label_budget_study", "logistic_regression",
     "predict_with", "summarise", "summary_html", "summary_table",
 ]

@@ -270,16 +270,17 @@ def _run(objective: Objective, x0, steps: int, update: Callable[[Tensor, Tensor]
         raise ValueError(f"steps must be a whole number ≥ 0, got {steps}.")
     x = _point(x0, objective.dim).reshape(objective.dim).clone()
     points, losses, norms = [], [], []
-    limit = None
+    explosion_threshold = None
     diverged = False
     for step in range(int(steps) + 1):
         with torch.no_grad():
             loss = float(objective.fn(x))
         points.append(x.clone())
         losses.append(loss)
-        if limit is None:
-            limit = EXPLOSION_FACTOR * max(abs(loss), 1.0)
-        if not (math.isfinite(loss) and abs(loss) <= limit and torch.isfinite(x).all()):
+        if explosion_threshold is None:
+            explosion_threshold = EXPLOSION_FACTOR * max(abs(loss), 1.0)
+        exploded = not (math.isfinite(loss) and abs(loss) <= explosion_threshold)
+        if exploded or not torch.isfinite(x).all():
             norms.append(math.inf)
             diverged = True
             break
@@ -307,11 +308,26 @@ def check_sgd_settings(lr: float, momentum: float = 0.0, dampening: float = 0.0,
             raise ValueError(f"{reason} (torch.optim.SGD refuses this too): {fix}.")
 
 
+def check_adam_settings(lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                        eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """Refuse what `torch.optim.Adam` refuses: torch's own reason, then the fix."""
+    b1, b2 = betas
+    for name, value, ok in (("learning rate", lr, lr >= 0), ("epsilon value", eps, eps >= 0),
+                            ("beta parameter at index 0", b1, 0 <= b1 < 1),
+                            ("beta parameter at index 1", b2, 0 <= b2 < 1),
+                            ("weight_decay value", weight_decay, weight_decay >= 0)):
+        if not ok:
+            raise ValueError(f"Invalid {name}: {value} (torch.optim.Adam refuses this too): "
+                             "learning rate, epsilon and weight decay must be ≥ 0, betas in "
+                             "[0, 1).")
+
+
 def descend(
     objective: Objective,
     x0: Tensor | Sequence[float],
     lr: float,
     steps: int,
+    *,
     momentum: float = 0.0,
     dampening: float = 0.0,
     nesterov: bool = False,
@@ -354,6 +370,7 @@ def adam(
     x0: Tensor | Sequence[float],
     lr: float = 1e-3,
     steps: int = 100,
+    *,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -365,15 +382,8 @@ def adam(
     their bias towards zero in the first steps, and moves each coordinate by
     α·m̂/(√v̂ + ε): a step of about α whatever the gradient's scale.
     """
+    check_adam_settings(lr, betas, eps, weight_decay)
     b1, b2 = betas
-    for name, value, ok in (("learning rate", lr, lr >= 0), ("epsilon value", eps, eps >= 0),
-                            ("beta parameter at index 0", b1, 0 <= b1 < 1),
-                            ("beta parameter at index 1", b2, 0 <= b2 < 1),
-                            ("weight_decay value", weight_decay, weight_decay >= 0)):
-        if not ok:
-            raise ValueError(f"Invalid {name}: {value} (torch.optim.Adam refuses this too): "
-                             "learning rate, epsilon and weight decay must be ≥ 0, betas in "
-                             "[0, 1).")
     m = v = v_max = None
     t = 0
 
