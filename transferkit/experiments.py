@@ -64,7 +64,8 @@ def budget_label(budget: Budget) -> str:
     return "all" if budget is None else str(budget)
 
 
-def _budget_words(budget: Budget) -> str:
+def budget_words(budget: Budget) -> str:
+    """A budget in words: ``"1 label per class"``, ``"3 labels per class"``, ``"all labels"``."""
     if budget is None:
         return "all labels"
     return f"{budget} label{'' if budget == 1 else 's'} per class"
@@ -358,14 +359,14 @@ def compare_to_baseline(summary: Sequence[Mapping[str, Any]], method: str,
         else:
             verdict = "beats" if gap > 0 else "loses to"
         sentences.append(
-            f"{_budget_words(budget):>19}: {method} {verdict} {baseline} "
+            f"{budget_words(budget):>19}: {method} {verdict} {baseline} "
             f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, noise ±{noise:.3f})"
         )
     return sentences
 
 
 __all__ = [
-    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "check_budgets", "compare_to_baseline",
-    "epochs_for_steps", "fit_method", "label_budget_study", "logistic_regression",
-    "predict_with", "summarise", "summary_html", "summary_table",
+    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "budget_words", "check_budgets",
+    "compare_to_baseline", "epochs_for_steps", "fit_method", "label_budget_study",
+    "logistic_regression", "predict_with", "summarise", "summary_html", "summary_table",
 ]

@@ -16,6 +16,8 @@ import torch
 from plotly.subplots import make_subplots
 
 _TRAIN, _VAL = "#1f77b4", "#ff7f0e"
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _as_image_array(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -126,8 +128,6 @@ def class_counts_figure(y: torch.Tensor | Sequence[int], title: str | None = Non
 
 # --- lesson 01: gradient descent ---------------------------------------------------------
 
-_RUN_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-
 
 def _runs(trajectories) -> dict:
     """A single `gd.Trajectory`, a list of them, or a name → trajectory mapping → a mapping."""
@@ -175,7 +175,7 @@ def contour_figure(objective, trajectories=None, *, bounds=None, resolution: int
                                      "line": {"width": 1, "color": "black"}}))
     for i, (name, run) in enumerate(_runs(trajectories).items()):
         pts = _finite_rows(run.points)
-        colour = _RUN_COLOURS[i % len(_RUN_COLOURS)]
+        colour = _PALETTE[i % len(_PALETTE)]
         fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines+markers", name=name,
                                  line={"color": colour, "width": 2},
                                  marker={"size": 4, "color": colour},
@@ -199,7 +199,7 @@ def loss_curve_figure(trajectories, f_min: float = 0.0, *, title: str | None = N
         steps = np.arange(len(gap))[keep]
         values = np.maximum(gap[keep], 1e-300) if log else gap[keep]
         fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name,
-                                 line={"color": _RUN_COLOURS[i % len(_RUN_COLOURS)]}))
+                                 line={"color": _PALETTE[i % len(_PALETTE)]}))
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="f(x) − f*", type="log" if log else "linear",
                      exponentformat="power")
@@ -224,8 +224,8 @@ def descent_1d_figure(objective, trajectory, *, title: str | None = None) -> go.
                                line={"color": "#7f7f7f"}))
     fig.add_trace(go.Scatter(x=pts, y=ys, mode="lines+markers+text", name="steps",
                              text=[str(k) for k in range(len(pts))], textposition="top center",
-                             line={"color": _RUN_COLOURS[0], "width": 1, "dash": "dot"},
-                             marker={"size": 8, "color": _RUN_COLOURS[0]}))
+                             line={"color": _PALETTE[3], "width": 1, "dash": "dot"},
+                             marker={"size": 8, "color": _PALETTE[3]}))
     fig.update_xaxes(title_text="x")
     fig.update_yaxes(title_text="f(x)")
     fig.update_layout(title=title, height=330, showlegend=False,
@@ -235,8 +235,6 @@ def descent_1d_figure(objective, trajectory, *, title: str | None = None) -> go.
 
 # --- lesson 02: training a network -------------------------------------------------------
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

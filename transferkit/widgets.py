@@ -311,11 +311,11 @@ def optimizer_race(objective: str = "rosenbrock", steps: int = 200) -> Panel:
 
 
 def _budget_title(budget, n_train: int, rows) -> str:
+    from .experiments import budget_words
+
     last = rows[-1]
-    labels = ("all labels" if budget is None
-              else f"{budget} label{'s' if budget != 1 else ''} per class")
-    return (f"{labels} ({n_train} training images): accuracy train {last['accuracy']:.2f}, "
-            f"validation {last['val_accuracy']:.2f}")
+    return (f"{budget_words(budget)} ({n_train} training images): "
+            f"accuracy train {last['accuracy']:.2f}, validation {last['val_accuracy']:.2f}")
 
 
 def label_budget_explorer(
