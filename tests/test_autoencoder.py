@@ -17,6 +17,7 @@ from transferkit.autoencoder import (
     latest_encoder,
     load_encoder,
     pretrain,
+    reconstruct,
     reconstruction_error,
     save_encoder,
 )
@@ -179,8 +180,21 @@ def test_pretrain_with_validation_early_stopping_and_checkpoint(digits, tmp_path
                      early_stopping=2, checkpoint=path, progress=False)
     assert "val_loss" in model.history.columns
     assert path.is_file()
-    with pytest.raises(FileExistsError):  # a checkpoint is never silently replaced
-        pretrain(Autoencoder([64, 8]), digits.train.x, epochs=1, checkpoint=path, progress=False)
+
+
+def test_pretrain_refuses_an_existing_checkpoint_before_training(tmp_path, monkeypatch):
+    path = tmp_path / "ae.pt"
+    path.write_bytes(b"an earlier run")
+    trained = []
+    monkeypatch.setattr("transferkit.autoencoder.fit", lambda *a, **k: trained.append(1))
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        pretrain(Autoencoder([64, 8]), torch.rand(10, 64), epochs=1, checkpoint=path,
+                 progress=False)
+    assert not trained and path.read_bytes() == b"an earlier run"
+    monkeypatch.undo()
+    pretrain(Autoencoder([64, 8]), torch.rand(10, 64), epochs=1, checkpoint=path,
+             overwrite=True, progress=False)
+    assert path.read_bytes() != b"an earlier run"
 
 
 def test_interpolation_ends_at_the_two_reconstructions(digits):
@@ -306,3 +320,150 @@ def test_loading_a_file_that_does_not_match(tmp_path):
 def test_save_encoder_arguments_in_the_wrong_order_get_a_clear_error(tmp_path):
     with pytest.raises(TypeError, match=r"save_encoder\(model, path\)"):
         save_encoder(tmp_path / "e.pt", Autoencoder([64, 8]))
+
+
+def test_versioned_saving_goes_past_the_highest_version(tmp_path):
+    """With enc.pt deleted and enc-v2.pt on disk, the new file is enc-v3.pt: the latest."""
+    torch.manual_seed(0)
+    first, second, third = (Autoencoder([64, 8]) for _ in range(3))
+    path = tmp_path / "enc.pt"
+    save_encoder(first, path, versioned=True)
+    assert save_encoder(second, path, versioned=True).name == "enc-v2.pt"
+    path.unlink()
+    written = save_encoder(third, path, versioned=True)
+    assert written.name == "enc-v3.pt" and latest_encoder(path) == written
+    assert not path.exists()
+    with torch.no_grad():
+        x = torch.rand(2, 64)
+        assert torch.equal(load_encoder(latest_encoder(path))(x), third.encoder(x))
+
+
+# --- running a trained model: device and modes ----------------------------------------
+
+
+class _DeviceSpy(Autoencoder):
+    """Records the device of every input; returns CPU tensors, so a 'meta' device works."""
+
+    def __init__(self):
+        super().__init__([64, 2])
+        self.seen = []
+
+    def encode(self, x):
+        self.seen.append(x.device.type)
+        return torch.zeros(len(x), 2)
+
+    def decode(self, z):
+        self.seen.append(z.device.type)
+        return torch.zeros(len(z), 64)
+
+    def forward(self, x):
+        self.seen.append(x.device.type)
+        return torch.zeros(x.shape)
+
+
+def test_inputs_go_to_the_models_device(monkeypatch):
+    """After fit the model may sit on a GPU: the helpers move inputs to it, return CPU."""
+    monkeypatch.setattr("transferkit.autoencoder._model_device",
+                        lambda model: torch.device("meta"))
+    x = torch.rand(5, 64)
+    for run in (lambda m: codes(m, x), lambda m: reconstruct(m, x),
+                lambda m: reconstruction_error(m, x).per_example,
+                lambda m: interpolate(m, x[0], x[1], steps=3)):
+        spy = _DeviceSpy()
+        out = run(spy)
+        assert spy.seen and set(spy.seen) == {"meta"}
+        assert out.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_helpers_work_on_a_cuda_model(digits):
+    model = pretrain(Autoencoder([64, 16, 2]), digits.train.x, epochs=1, progress=False,
+                     device="cuda")
+    assert next(model.parameters()).device.type == "cuda"
+    x = digits.test.x[:20]
+    results = [codes(model, x), reconstruct(model, x), interpolate(model, x[0], x[1]),
+               reconstruction_error(model, x).per_example]
+    assert all(r.device.type == "cpu" for r in results)
+    assert results[0].shape == (20, 2) and results[1].shape == (20, 64)
+    with torch.no_grad():
+        assert torch.allclose(results[1], model.eval()(x.cuda()).cpu(), atol=1e-5)
+
+
+def test_results_are_cpu_tensors(digits):
+    model = Autoencoder([64, 16, 2])
+    x = digits.test.x[:10]
+    for out in (codes(model, x), reconstruct(model, x, batch_size=3),
+                interpolate(model, x[0], x[1], steps=4)):
+        assert out.device.type == "cpu" and not out.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(reconstruct(model, x, batch_size=3), model.eval()(x))
+
+
+def _model_with_a_frozen_batchnorm():
+    model = Autoencoder([64, 16, 2])
+    model.decoder = nn.Sequential(nn.BatchNorm1d(2), *model.decoder)
+    model.train()
+    model.decoder[0].eval()  # frozen statistics, on purpose
+    return model
+
+
+def test_helpers_give_every_module_its_own_mode_back():
+    x = torch.rand(6, 64)
+    for run in (lambda m: codes(m, x), lambda m: reconstruct(m, x),
+                lambda m: reconstruction_error(m, x), lambda m: interpolate(m, x[0], x[1])):
+        model = _model_with_a_frozen_batchnorm()
+        run(model)
+        assert model.training and model.encoder.training
+        assert not model.decoder[0].training  # not switched back to training
+
+
+def test_bad_arguments_to_the_helpers_give_clear_errors():
+    model = Autoencoder([64, 8])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        reconstruction_error(model, torch.rand(3, 64), batch_size=0)
+    with pytest.raises(TypeError, match="needs a torch model.*got function"):
+        reconstruction_error(lambda x: x, torch.rand(3, 64))
+    with pytest.raises(TypeError, match="codes needs an autoencoder"):
+        codes(nn.Linear(64, 2), torch.rand(3, 64))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PCA(2).decode(torch.zeros(3, 2))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PCA(2).encode(torch.rand(3, 64))
+    with pytest.raises(ValueError, match=r"codes of shape \(batch, 2\)"):
+        PCA(2).fit(torch.rand(20, 64)).decode(torch.zeros(3, 5))
+
+
+def test_encoder_on_an_empty_or_single_example():
+    encoder = Autoencoder([64, 8]).encoder
+    assert encoder(torch.zeros(0, 64)).shape == (0, 8)
+    with pytest.raises(ValueError, match=r"got \(0, 8, 8\)\. Flatten the images first"):
+        encoder(torch.zeros(0, 8, 8))
+    with pytest.raises(ValueError, match=r"x\.unsqueeze\(0\)"):
+        encoder(torch.rand(64))
+
+
+def test_corrupt_can_leave_unbounded_data_unclipped():
+    x = torch.randn(100, 64) * 3  # standardised-like data, far outside [0, 1]
+    g = torch.Generator().manual_seed(0)
+    noisy = corrupt(x, noise=0.1, clip=None, generator=g)
+    assert float(noisy.min()) < -1 and float(noisy.max()) > 2
+    assert float((noisy - x).std()) == pytest.approx(0.1, rel=0.1)
+    assert float(corrupt(x, noise=0.1, clip=(-1.0, 1.0)).abs().max()) == 1.0
+    with pytest.raises(ValueError, match="low < high"):
+        corrupt(x, noise=0.1, clip=(1.0, 0.0))
+
+
+def test_pretrain_passes_clip_to_corrupt(monkeypatch):
+    seen = []
+    real = corrupt
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(float(out.min()))
+        return out
+
+    monkeypatch.setattr("transferkit.autoencoder.corrupt", spy)
+    x = torch.randn(64, 16) - 5  # every value far below 0
+    pretrain(Autoencoder([16, 4], out_activation=None), x, epochs=1, noise=0.1, clip=None,
+             progress=False)
+    assert seen and max(seen) < -1  # not clipped to 0

@@ -169,3 +169,37 @@ def _walk(widget):
     yield widget
     for child in getattr(widget, "children", ()):
         yield from _walk(child)
+
+
+def test_explorer_code_size_1_draws_the_code_against_the_class(small):
+    train, test = small
+    panel = widgets.autoencoder_explorer(train, test, code_sizes=(1,), epochs=1)
+    assert "size 1: the code against the class" in panel.map.layout.title.text
+    assert panel.map.layout.yaxis.title.text.startswith("class")
+    for trace in panel.map.data:  # each class's points sit in a band around its index
+        label = int(test.y[int(trace.customdata[0])])
+        assert np.all(np.abs(np.array(trace.y) - label) <= 0.3)
+    with torch.no_grad():
+        z = panel.model.eval().encode(test.x)[:, 0].numpy()
+    assert np.allclose(panel.map.data[0].x, z[np.array(panel.map.data[0].customdata)], atol=1e-4)
+
+
+def test_explorer_leaves_the_notebooks_random_state_alone(small):
+    train, test = small
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    widgets.autoencoder_explorer(train, test, code_sizes=(2,), epochs=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_explorer_keeps_the_modes_of_models_passed_in(small):
+    train, test = small
+    model = Autoencoder([64, 16, 2])
+    model.decoder = torch.nn.Sequential(torch.nn.BatchNorm1d(2), *model.decoder)
+    model.train()
+    model.decoder[0].eval()  # frozen statistics, on purpose
+    panel = widgets.autoencoder_explorer(train, test, code_sizes=(2,), models={(2, False): model})
+    click(panel, 0, 0)
+    assert panel.picked.layout.title.text.startswith("example ")
+    assert model.training and model.encoder.training and not model.decoder[0].training

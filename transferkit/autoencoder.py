@@ -18,6 +18,8 @@ What this module gives you:
   the input size); `ConvAutoencoder` for image tensors.
 * `pretrain(model, x)`: train it with `transferkit.train.fit` on ``(x, x)``,
   optionally as a *denoising* autoencoder (corrupted input, clean target).
+* `reconstruct`, `codes`, `interpolate`: run a trained model (in eval mode, on
+  the model's device, without gradients; results come back on the CPU).
 * `reconstruction_error` and `PCA`: measure it, against the linear baseline
   with the same code size.
 * `save_encoder` / `load_encoder`: keep the encoder with a description of its
@@ -26,6 +28,7 @@ What this module gives you:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .train import _model_device, eval_mode, fit
 
 # The widths of the source article's encoder (784 → 128 → 64 → 32 → 16 → 8 → 4 → 2).
 ARTICLE_WIDTHS = (128, 64, 32, 16, 8, 4, 2)
@@ -166,10 +170,13 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.in_shape:
+            per_example = math.prod(x.shape[1:])  # no x[0]: the batch may be empty
             hint = ""
-            if len(self.in_shape) == 1 and x[0].numel() == self.in_shape[0]:
+            if x.ndim == len(self.in_shape) and x.numel() == self.in_features:
+                hint = " Add a batch dimension for a single example: x.unsqueeze(0)."
+            elif len(self.in_shape) == 1 and per_example == self.in_shape[0]:
                 hint = " Flatten the images first: x.flatten(1)."
-            elif len(self.in_shape) == 3 and x[0].numel() == self.in_features:
+            elif len(self.in_shape) == 3 and per_example == self.in_features:
                 hint = f" Reshape them first: x.reshape(-1, {', '.join(map(str, self.in_shape))})."
             raise ValueError(
                 f"this encoder expects inputs of shape (batch, "
@@ -307,25 +314,30 @@ class PCA(nn.Module):
         self.mean, self.components = mean.float(), vh[: self.code_dim].float()
         return self
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _check_fitted(self) -> None:
         if self.mean.numel() == 0:
             raise RuntimeError("this PCA is not fitted yet: call pca.fit(x_train) first.")
-        if x.flatten(1).shape[1] != self.mean.numel():
-            raise ValueError(f"this PCA was fitted on {self.mean.numel()} features per example, "
-                             f"but got {tuple(x.shape)}.")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
+        self._check_fitted()
+        if x.ndim < 2 or x.flatten(1).shape[1] != self.mean.numel():
+            raise ValueError(f"this PCA was fitted on {self.mean.numel()} features per example, "
+                             f"so it expects inputs of shape (batch, {self.mean.numel()}) (or "
+                             f"images with that many pixels); got {tuple(x.shape)}.")
         return (x.flatten(1) - self.mean) @ self.components.T
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        if z.ndim != 2 or z.shape[1] != self.code_dim:
+            raise ValueError(f"this PCA decodes codes of shape (batch, {self.code_dim}), "
+                             f"got {tuple(z.shape)}.")
         return z @ self.components + self.mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)).reshape(x.shape)
 
 
-# --- training -----------------------------------------------------------------------------
+# --- training ---------------------------------------------------------------------------
 
 
 def corrupt(
@@ -333,22 +345,28 @@ def corrupt(
     noise: float = 0.0,
     mask: float = 0.0,
     generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
 ) -> torch.Tensor:
     """A corrupted copy of ``x`` for a denoising autoencoder.
 
     ``noise``: standard deviation of Gaussian noise added to every value;
-    ``mask``: fraction of values set to 0 ("masking noise"). The result is
-    clamped to [0, 1], the range of the course's pixels.
+    ``mask``: fraction of values set to 0 ("masking noise"); ``generator``
+    draws the noise (torch's global RNG when None). ``clip``: the result is
+    clamped to this range, by default [0, 1], the range of the course's pixels;
+    pass ``clip=None`` for unbounded data (e.g. standardised features, with
+    ``Autoencoder(..., out_activation=None)``).
     """
     if noise < 0 or not 0 <= mask < 1:
         raise ValueError(f"noise must be ≥ 0 and mask in [0, 1); got noise={noise}, mask={mask}.")
+    if clip is not None and not clip[0] < clip[1]:
+        raise ValueError(f"clip must be (low, high) with low < high, or None; got {clip}.")
     out = x
     if noise:
         out = out + noise * torch.randn(x.shape, generator=generator).to(x.device)
     if mask:
         keep = torch.rand(x.shape, generator=generator).to(x.device) >= mask
         out = out * keep
-    return out.clamp(0.0, 1.0)
+    return out if clip is None else out.clamp(*clip)
 
 
 def pretrain(
@@ -361,9 +379,11 @@ def pretrain(
     batch_size: int = 64,
     noise: float = 0.0,
     mask: float = 0.0,
+    clip: tuple[float, float] | None = (0.0, 1.0),
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     early_stopping: int | None = None,
     checkpoint: str | Path | None = None,
+    overwrite: bool = False,
     seed: int = 0,
     progress: bool = True,
     **fit_kwargs: Any,
@@ -372,19 +392,30 @@ def pretrain(
 
     This is `transferkit.train.fit` on ``(x, x)`` with the ``"mse"`` loss, so it
     has fit's progress bar, early stopping (on ``val``, unlabelled inputs) and
-    best-weights restore. The run's `History` is kept as ``model.history``.
+    best-weights restore; like fit, it moves the model to the best device. The
+    run's `History` is kept as ``model.history``.
 
     Denoising: with ``noise`` (Gaussian std), ``mask`` (fraction of pixels zeroed)
     or an ``augment`` function, each training batch's *inputs* are corrupted
     while the target stays the clean ``x``, so the model learns to remove the
-    corruption. ``checkpoint``: a path where the trained model is saved (never
-    overwriting an existing file). ``seed`` fixes the shuffling and the noise.
+    corruption (``clip``: see `corrupt`; None for data not in [0, 1]).
+
+    ``checkpoint``: a path where the trained model is saved. An existing file is
+    refused *before* training (pass ``overwrite=True`` to replace it).
+
+    ``seed`` fixes the order of the mini-batches and the noise, through generators
+    of their own: torch's global random state is neither read nor reset. The
+    initial weights come from that global state when you build the model, so call
+    `transferkit.device.seed_everything` before building it for a repeatable run.
     """
     x = _as_inputs(x, "x")
     val_pair = None
     if val is not None:
         val = _as_inputs(val, "val")
         val_pair = (val, val)
+    if checkpoint is not None and Path(checkpoint).expanduser().exists() and not overwrite:
+        raise FileExistsError(f"{checkpoint} already exists; pretrain will not replace it. "
+                              "Choose another name, or pass overwrite=True.")
     transform = None
     if noise or mask or augment is not None:
         generator = torch.Generator().manual_seed(seed)
@@ -392,16 +423,14 @@ def pretrain(
         def transform(xb: torch.Tensor) -> torch.Tensor:
             if augment is not None:
                 xb = augment(xb)
-            return corrupt(xb, noise, mask, generator) if (noise or mask) else xb
-
-    from .train import fit
+            return corrupt(xb, noise, mask, generator, clip) if (noise or mask) else xb
 
     history = fit(model, (x, x), val_pair, epochs=epochs, lr=lr, batch_size=batch_size,
                   loss="mse", early_stopping=early_stopping, seed=seed, progress=progress,
                   transform_inputs=transform, **fit_kwargs)
     model.history = history
     if checkpoint is not None:
-        save_checkpoint(checkpoint, model, meta={
+        save_checkpoint(checkpoint, model, overwrite=overwrite, meta={
             "task": "autoencoder pre-training", "epochs_run": len(history),
             "noise": noise, "mask": mask, "seed": seed, "history": history.to_rows()})
     return model
@@ -417,6 +446,51 @@ def _as_inputs(x: Any, name: str) -> torch.Tensor:
     return x
 
 
+# --- using a trained model ----------------------------------------------------------------
+# Training leaves the model on the device fit chose (a GPU when there is one), so these
+# functions move their inputs there, run in eval mode without gradients, and return CPU
+# tensors: ready for .numpy(), for plots, and for comparison with the data.
+
+
+def _run(model: nn.Module, step: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+         batch_size: int, what: str) -> torch.Tensor:
+    """``step`` applied to ``x`` in batches, on the model's device, in eval mode; on the CPU."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} needs a torch model (an Autoencoder, ConvAutoencoder, PCA or "
+                        f"any nn.Module), got {type(model).__name__}. For a plain function f, "
+                        "compute f(x) yourself.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    device = _model_device(model)
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([step(x[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The reconstructions x̂ = g(f(x)) of a trained model, as a CPU tensor."""
+    return _run(model, model, _as_inputs(x, "x"), batch_size, "reconstruct")
+
+
+def codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The codes z = f(x): of a model with an ``encode`` method, or of an `Encoder`."""
+    encode = getattr(model, "encode", model if isinstance(model, Encoder) else None)
+    if encode is None:
+        raise TypeError(f"codes needs an autoencoder (with an encode method) or an Encoder, "
+                        f"got {type(model).__name__}.")
+    return _run(model, encode, _as_inputs(x, "x"), batch_size, "codes")
+
+
+def interpolate(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
+                steps: int = 8) -> torch.Tensor:
+    """Decode ``steps`` codes on the straight line from f(a) to f(b): (steps, *a.shape)."""
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (the two ends), got {steps}.")
+    za, zb = codes(model, torch.stack([a, b]))
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    return _run(model, model.decode, za + t * (zb - za), steps, "interpolate")
+
+
 class ReconstructionError(NamedTuple):
     """Per-example reconstruction errors and their mean."""
 
@@ -424,59 +498,21 @@ class ReconstructionError(NamedTuple):
     mean: float
 
 
-@torch.no_grad()
 def reconstruction_error(model: nn.Module, x: torch.Tensor,
                          batch_size: int = 1024) -> ReconstructionError:
     """Mean squared error per example, e_i = ‖x_i − x̂_i‖² / D, and the mean over examples.
 
-    The mean equals the ``"mse"`` loss `pretrain` minimises. Works for any model
-    that maps inputs to reconstructions of the same shape (an `Autoencoder`, a
-    `PCA`, …); the model is measured in eval mode.
+    The mean equals the ``"mse"`` loss `pretrain` minimises. Works for any torch
+    model that maps inputs to reconstructions of the same shape (an
+    `Autoencoder`, a `PCA`, …), measured with `reconstruct`.
     """
     x = _as_inputs(x, "x")
-    was_training = getattr(model, "training", False)
-    model.eval()
-    device = next(iter(model.buffers()), next(iter(model.parameters()), x)).device
-    try:
-        errors = []
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            out = model(xb)
-            if out.shape != xb.shape:
-                raise ValueError(f"the model's output {tuple(out.shape)} does not have the "
-                                 f"input's shape {tuple(xb.shape)}; is it an autoencoder?")
-            errors.append((out - xb).pow(2).flatten(1).mean(dim=1).cpu())
-    finally:
-        model.train(was_training)
-    per_example = torch.cat(errors)
+    out = _run(model, model, x, batch_size, "reconstruction_error")
+    if out.shape != x.shape:
+        raise ValueError(f"the model's output {tuple(out.shape)} does not have the "
+                         f"input's shape {tuple(x.shape)}; is it an autoencoder?")
+    per_example = (out - x.cpu()).pow(2).flatten(1).mean(dim=1)
     return ReconstructionError(per_example, float(per_example.mean()))
-
-
-@torch.no_grad()
-def interpolate(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
-                steps: int = 8) -> torch.Tensor:
-    """Decode ``steps`` codes on the straight line from f(a) to f(b): (steps, *a.shape)."""
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2 (the two ends), got {steps}.")
-    was_training = model.training
-    model.eval()
-    try:
-        za, zb = model.encode(a.unsqueeze(0)), model.encode(b.unsqueeze(0))
-        t = torch.linspace(0, 1, steps, device=za.device).unsqueeze(1)
-        return model.decode(za + t * (zb - za))
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The codes f(x) of a model with an ``encode`` method, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        return model.encode(x)
-    finally:
-        model.train(was_training)
 
 
 # --- keeping the encoder --------------------------------------------------------------
@@ -496,22 +532,21 @@ def _encoder_of(model: nn.Module) -> Encoder:
     return encoder
 
 
-def _version_path(path: Path, n: int) -> Path:
-    return path if n == 1 else path.with_name(f"{path.stem}-v{n}{path.suffix}")
-
-
-def encoder_versions(path: str | Path) -> list[Path]:
-    """The saved versions of ``path`` that exist: ``name.pt``, ``name-v2.pt``, … in order."""
-    path = Path(path).expanduser()
+def _numbered_versions(path: Path) -> list[tuple[int, Path]]:
+    """``(1, name.pt)``, ``(2, name-v2.pt)``, … for the versions that exist, in order."""
     pattern = re.compile(rf"^{re.escape(path.stem)}-v(\d+){re.escape(path.suffix)}$")
-    numbered = []
+    found = [(1, path)] if path.is_file() else []
     if path.parent.is_dir():
         for p in path.parent.iterdir():
             m = pattern.match(p.name)
             if m and int(m.group(1)) >= 2:
-                numbered.append((int(m.group(1)), p))
-    found = [path] if path.is_file() else []
-    return found + [p for _, p in sorted(numbered)]
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def encoder_versions(path: str | Path) -> list[Path]:
+    """The saved versions of ``path`` that exist: ``name.pt``, ``name-v2.pt``, … in order."""
+    return [p for _, p in _numbered_versions(Path(path).expanduser())]
 
 
 def latest_encoder(path: str | Path) -> Path:
@@ -553,8 +588,10 @@ def save_encoder(
     * by default it is an error (pass ``overwrite=True`` to replace it);
     * with ``versioned=True``, if the newest version holds exactly this encoder
       nothing is written and its path is returned (re-running a notebook is
-      harmless); otherwise the encoder goes to the next free ``name-vN.pt``.
-      `latest_encoder(path)` finds the newest version.
+      harmless); otherwise the encoder goes to ``name-vN.pt`` with N one more
+      than the highest version on disk (``name.pt`` itself when there is none),
+      so `latest_encoder(path)` always finds the file just written, even after
+      older versions were deleted.
     """
     if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
         raise TypeError("save_encoder(model, path): give the model first, then the file's "
@@ -562,13 +599,12 @@ def save_encoder(
     encoder = _encoder_of(model)
     path = Path(path).expanduser()
     if versioned and not overwrite:
-        versions = encoder_versions(path)
-        if versions and _same_encoder(versions[-1], encoder):
-            return versions[-1]
-        n = 1
-        while _version_path(path, n).exists():
-            n += 1
-        path = _version_path(path, n)
+        versions = _numbered_versions(path)
+        if versions and _same_encoder(versions[-1][1], encoder):
+            return versions[-1][1]
+        if versions:
+            n = versions[-1][0] + 1
+            path = path.with_name(f"{path.stem}-v{n}{path.suffix}")
     info = {"format": ENCODER_FORMAT, "architecture": encoder.arch, **dict(meta or {})}
     return save_checkpoint(path, encoder, meta=info, overwrite=overwrite)
 
@@ -615,6 +651,6 @@ def load_encoder(
 __all__ = [
     "ARTICLE_WIDTHS", "Autoencoder", "ConvAutoencoder", "Encoder", "EncoderFileError", "PCA",
     "ReconstructionError", "article_dims", "codes", "corrupt", "encoder_versions",
-    "interpolate", "latest_encoder", "load_encoder", "pretrain", "reconstruction_error",
-    "save_encoder",
+    "interpolate", "latest_encoder", "load_encoder", "pretrain", "reconstruct",
+    "reconstruction_error", "save_encoder",
 ]

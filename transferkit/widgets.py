@@ -416,8 +416,12 @@ def autoencoder_explorer(
     code size k (default ``[D, 128, 64, k]``). A model is trained the first time
     its settings are chosen (a progress bar shows it) and kept in a cache keyed
     by ``(code size, denoising)``; ``models`` pre-fills that cache with models
-    you trained already. Click (or hover) a point of the 2-D map of the codes to
-    see that image and its reconstruction.
+    you trained already; their train/eval modes are left as they were. Click (or
+    hover) a point of the 2-D map of the codes to see that image and its
+    reconstruction. For code size 1 the map draws the code against the class.
+
+    A new model's initial weights are drawn from ``seed`` inside
+    `torch.random.fork_rng`, so the notebook's own random state is not changed.
     """
     import time
 
@@ -450,8 +454,10 @@ def autoencoder_explorer(
         if key not in cache:
             panel.status.value = f"training code size {k}, denoising {'on' if noisy else 'off'}…"
             start = time.perf_counter()
-            torch.manual_seed(seed)
-            cache[key] = ae.pretrain(ae.Autoencoder(dims(k)), train.x, epochs=epochs, lr=lr,
+            with torch.random.fork_rng(devices=[]):  # the notebook's RNG stays as it was
+                torch.manual_seed(seed)
+                model = ae.Autoencoder(dims(k))
+            cache[key] = ae.pretrain(model, train.x, epochs=epochs, lr=lr,
                                      noise=noise if noisy else 0.0, seed=seed, progress=False,
                                      callbacks=[_ProgressBar(bar)])
             panel.status.value = f"trained in {time.perf_counter() - start:.1f} s (now cached)"
@@ -469,9 +475,7 @@ def autoencoder_explorer(
         if noisy:
             g = torch.Generator().manual_seed(seed)
             rows["noisy input"] = ae.corrupt(shown, noise, generator=g)
-        with torch.no_grad():
-            model.eval()
-            rows["reconstruction"] = model(rows.get("noisy input", shown))
+        rows["reconstruction"] = ae.reconstruct(model, rows.get("noisy input", shown))
         # each caption: the error of the image shown against the clean input
         shown_errors = (rows["reconstruction"] - shown).pow(2).flatten(1).mean(dim=1)
         captions = {"input": [names[int(c)] if names else str(int(c)) for c in test.y[:n_show]],
@@ -480,9 +484,17 @@ def autoencoder_explorer(
                  f"{error.mean:.4f} (PCA {pca_error[k]:.4f})")
         recon = plots.reconstruction_grid(rows, captions, title=title)
         z = ae.codes(model, test.x)
-        how = "the code itself" if k == 2 else "its first two principal components"
-        points = z if k == 2 else ae.PCA(2).fit(z).encode(z)
-        code_map = plots.code_map_figure(points, test.y, class_names=names,
+        axes = ("z₁", "z₂")
+        if k == 1:  # one number: drawn against the class, spread a little to show density
+            how = "the code against the class"
+            spread = torch.rand(len(z), generator=torch.Generator().manual_seed(0)) - 0.5
+            points = torch.stack([z[:, 0], test.y.float() + 0.6 * spread], dim=1)
+            axes = ("z (the code)", "class (points spread a little)")
+        elif k == 2:
+            how, points = "the code itself", z
+        else:
+            how, points = "its first two principal components", ae.PCA(2).fit(z).encode(z)
+        code_map = plots.code_map_figure(points, test.y, class_names=names, axis_titles=axes,
                                          title=f"2-D map of the code (size {k}: {how})")
         return recon, code_map, model
 
@@ -491,9 +503,7 @@ def autoencoder_explorer(
             return plots.image_grid(torch.zeros(2, *shown.shape[1:]), ["", ""], ncols=2,
                                     title="click a point in the map")
         x = test.x[index:index + 1]
-        with torch.no_grad():
-            model.eval()
-            out = model(x)
+        out = ae.reconstruct(model, x)
         label = names[int(test.y[index])] if names else str(int(test.y[index]))
         return plots.image_grid(torch.cat([x, out]), ["input", "decoded"], ncols=2,
                                 title=f"example {index} (class {label})")
