@@ -305,3 +305,12 @@ def test_eval_mode_restores_modes_even_after_an_error():
         assert not model.training and not model[0].training
         raise RuntimeError("boom")
     assert model.training and model[0].training and not model[1].training
+
+
+def test_the_device_of_a_model_made_of_buffers_is_where_its_buffers_are():
+    from transferkit.train import _model_device
+
+    model = nn.Module()
+    model.register_buffer("mean", torch.zeros(3, device="meta"))
+    assert _model_device(model).type == "meta"
+    assert _model_device(nn.ReLU()).type == "cpu"

@@ -333,7 +333,11 @@ def evaluate(
 
 
 def _model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights live: its first parameter's device, or its first buffer's
+    (a model made only of buffers, such as a fitted PCA), or the CPU."""
     first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
     return first.device if first is not None else torch.device("cpu")
 
 
