@@ -467,3 +467,10 @@ def test_pretrain_passes_clip_to_corrupt(monkeypatch):
     pretrain(Autoencoder([16, 4], out_activation=None), x, epochs=1, noise=0.1, clip=None,
              progress=False)
     assert seen and max(seen) < -1  # not clipped to 0
+
+
+def test_reconstruct_refuses_an_encoder_alone():
+    model = Autoencoder([64, 16, 4])
+    with pytest.raises(ValueError, match=r"codes\(model, x\)"):
+        reconstruct(model.encoder, torch.rand(3, 64))
+    assert reconstruct(model, torch.rand(3, 64)).shape == (3, 64)

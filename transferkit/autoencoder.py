@@ -468,8 +468,18 @@ def _run(model: nn.Module, step: Callable[[torch.Tensor], torch.Tensor], x: torc
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The reconstructions x̂ = g(f(x)) of a trained model, as a CPU tensor."""
-    return _run(model, model, _as_inputs(x, "x"), batch_size, "reconstruct")
+    """The reconstructions x̂ = g(f(x)) of a trained model, as a CPU tensor.
+
+    The model must give back something of the input's shape (an `Autoencoder`, a
+    `PCA`, …); an encoder alone gives codes, so it is refused with a message.
+    """
+    x = _as_inputs(x, "x")
+    out = _run(model, model, x, batch_size, "reconstruct")
+    if out.shape != x.shape:
+        raise ValueError(f"the model's output {tuple(out.shape)} does not have the "
+                         f"input's shape {tuple(x.shape)}; is it an autoencoder? (For the "
+                         "codes of an encoder, use codes(model, x).)")
+    return out
 
 
 def codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -507,10 +517,7 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor,
     `Autoencoder`, a `PCA`, …), measured with `reconstruct`.
     """
     x = _as_inputs(x, "x")
-    out = _run(model, model, x, batch_size, "reconstruction_error")
-    if out.shape != x.shape:
-        raise ValueError(f"the model's output {tuple(out.shape)} does not have the "
-                         f"input's shape {tuple(x.shape)}; is it an autoencoder?")
+    out = reconstruct(model, x, batch_size)
     per_example = (out - x.cpu()).pow(2).flatten(1).mean(dim=1)
     return ReconstructionError(per_example, float(per_example.mean()))
 
