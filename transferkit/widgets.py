@@ -421,13 +421,14 @@ def autoencoder_explorer(
     reconstruction. For code size 1 the map draws the code against the class.
 
     A new model's initial weights are drawn from ``seed`` inside
-    `torch.random.fork_rng`, so the notebook's own random state is not changed.
+    `transferkit.device.seeded`, so the notebook's own random state is not changed.
     """
     import time
 
     import torch
 
     from . import autoencoder as ae
+    from .device import seeded
 
     if (train is None) != (test is None):
         raise ValueError("pass both train and test (or neither, for the digits).")
@@ -454,8 +455,7 @@ def autoencoder_explorer(
         if key not in cache:
             panel.status.value = f"training code size {k}, denoising {'on' if noisy else 'off'}…"
             start = time.perf_counter()
-            with torch.random.fork_rng(devices=[]):  # the notebook's RNG stays as it was
-                torch.manual_seed(seed)
+            with seeded(seed):  # the notebook's random state stays as it was
                 model = ae.Autoencoder(dims(k))
             cache[key] = ae.pretrain(model, train.x, epochs=epochs, lr=lr,
                                      noise=noise if noisy else 0.0, seed=seed, progress=False,
