@@ -14,6 +14,9 @@ One concept per module, each readable top to bottom:
                           the ``logistic_regression`` baseline
 ``transferkit.autoencoder``  ``Autoencoder``, ``ConvAutoencoder``, ``pretrain``, ``PCA``,
                           ``reconstruction_error``, ``save_encoder`` / ``load_encoder``
+``transferkit.finetune``  ``Classifier``, ``replace_head``, ``layer_groups``, ``freeze`` /
+                          ``unfreeze`` / ``freeze_to``, ``param_groups``,
+                          ``trainable_report``, ``extract_features``, ``fine_tune``
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -33,6 +36,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
+    "finetune",
     "gd", "magics", "plots", "train", "widgets", "workspace",
 }
 

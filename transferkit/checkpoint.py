@@ -13,9 +13,12 @@ A checkpoint is a dictionary of tensors and plain values written by
    from the internet can hold weights, never a program.
 
 The checkpoint remembers which parameters were frozen (``requires_grad=False``)
-and `load_checkpoint` restores that, so a fine-tuning run resumes as it was.
-A file that does not fit the model is reported with the missing, unexpected
-and wrongly-shaped keys instead of being half-loaded.
+and which BatchNorm layers have frozen statistics (`transferkit.finetune`'s
+``bn="freeze"``), and `load_checkpoint` restores both, so a fine-tuning run
+resumes as it was. A file that does not fit the model is reported with the
+missing, unexpected and wrongly-shaped keys instead of being half-loaded; with
+``strict=False`` (e.g. a new head on purpose) the skipped keys are still named,
+in a warning.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,7 @@ def save_checkpoint(
         "version": VERSION,
         "model": model.state_dict(),
         "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
+        "frozen_bn_stats": _frozen_bn_stats(model),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "meta": dict(meta or {}),
         "torch_version": str(torch.__version__),
@@ -94,6 +99,22 @@ def save_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _frozen_bn_stats(model: nn.Module) -> list[str]:
+    from .finetune import bn_stats_frozen  # finetune imports train, which imports this module
+
+    return [name for name, m in model.named_modules() if bn_stats_frozen(m)]
+
+
+def _restore_bn_stats(model: nn.Module, frozen: list[str]) -> None:
+    from .finetune import _BATCHNORMS, bn_stats_frozen, freeze_bn_stats, unfreeze_bn_stats
+
+    for name, m in model.named_modules():
+        if name in frozen:
+            freeze_bn_stats(m)
+        elif isinstance(m, _BATCHNORMS) and bn_stats_frozen(m):
+            unfreeze_bn_stats(m, training=model.training)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -144,8 +165,8 @@ def _compare(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list, li
     return missing, unexpected, shapes
 
 
-def _mismatch_message(path: Path, missing: list, unexpected: list, shapes: dict) -> str:
-    lines = [f"{path} does not fit this model:"]
+def _mismatch_lines(missing: list, unexpected: list, shapes: dict) -> list[str]:
+    lines = []
     if missing:
         lines.append(f"  missing from the file ({len(missing)}): {', '.join(missing)}")
     if unexpected:
@@ -153,12 +174,16 @@ def _mismatch_message(path: Path, missing: list, unexpected: list, shapes: dict)
                      f"{', '.join(unexpected)}")
     for key, (theirs, ours) in shapes.items():
         lines.append(f"  {key}: file has shape {theirs}, model has {ours}")
-    lines.append(
+    return lines
+
+
+def _mismatch_message(path: Path, missing: list, unexpected: list, shapes: dict) -> str:
+    return "\n".join([
+        f"{path} does not fit this model:", *_mismatch_lines(missing, unexpected, shapes),
         "Build the model with the same architecture as when it was saved. To load only "
         "the matching part on purpose (e.g. a new head), pass strict=False; the "
-        "skipped keys are returned."
-    )
-    return "\n".join(lines)
+        "skipped keys are returned.",
+    ])
 
 
 def load_checkpoint(
@@ -173,9 +198,10 @@ def load_checkpoint(
 
     With ``strict=True`` (the default) any missing, unexpected or wrongly-shaped
     key is an error that lists them, and the model is left untouched. With
-    ``strict=False`` the matching keys are loaded and the rest are reported in
-    the returned dictionary under ``"skipped"``. The frozen/trainable state of
-    each parameter is restored as it was saved.
+    ``strict=False`` the matching keys are loaded and the rest are named in a
+    warning and in the returned dictionary under ``"skipped"``. The
+    frozen/trainable state of each parameter, and which BatchNorm layers have
+    frozen statistics, are restored as they were saved.
     """
     path = Path(path).expanduser()
     ckpt = read_checkpoint(path, map_location=map_location)
@@ -185,6 +211,11 @@ def load_checkpoint(
         raise CheckpointMismatchError(
             _mismatch_message(path, missing, unexpected, shapes), missing, unexpected, shapes
         )
+    if missing or unexpected or shapes:
+        warnings.warn("\n".join([f"{path} loaded with strict=False; these keys were skipped "
+                                 "(their layers keep the model's own weights):",
+                                 *_mismatch_lines(missing, unexpected, shapes)]),
+                      UserWarning, stacklevel=2)
     usable = {k: v for k, v in state.items() if k not in unexpected and k not in shapes}
     model.load_state_dict(usable, strict=False)
     frozen = ckpt.get("frozen")
@@ -193,6 +224,8 @@ def load_checkpoint(
         for name, p in model.named_parameters():
             if name in state:
                 p.requires_grad_(name not in frozen)
+    if ckpt.get("frozen_bn_stats") is not None:
+        _restore_bn_stats(model, ckpt["frozen_bn_stats"])
     if optimizer is not None:
         if ckpt.get("optimizer") is None:
             raise CheckpointError(f"{path} holds no optimizer state; load it without optimizer=.")

@@ -202,6 +202,7 @@ def label_budget_study(
     *,
     budgets: Iterable[Budget] = DEFAULT_BUDGETS,
     seeds: Iterable[int] = DEFAULT_SEEDS,
+    also_test: Mapping[str, Data] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every method on every label budget with every seed; measure on the test set.
@@ -215,11 +216,16 @@ def label_budget_study(
             the smallest class of ``train`` is an error (see `check_budgets`).
         seeds: one trial per seed; the seed picks the labelled examples
             (``few_labels(..., seed=seed)``) and is passed to the method.
+        also_test: more test sets, name → `Data`, e.g. ``{"shifted": shifted_test}``
+            for out-of-distribution accuracy: each adds a ``{name}_accuracy`` column.
         progress: show a progress bar.
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``.
+    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``,
+    then the ``also_test`` columns, then any numbers the returned model carries in
+    a ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
+    ``feature_drift``).
     """
     train, val, test = splits
     if not methods:
@@ -247,12 +253,16 @@ def label_budget_study(
                     start = time.perf_counter()
                     model = method(labelled, val, seed)
                     seconds = time.perf_counter() - start
-                    rows.append({
+                    row = {
                         "method": name, "budget": budget,
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
                         "n_test": len(test), "seed": seed, "val_accuracy": _accuracy(model, val),
                         "test_accuracy": _accuracy(model, test), "seconds": seconds,
-                    })
+                    }
+                    for test_name, data in (also_test or {}).items():
+                        row[f"{test_name}_accuracy"] = _accuracy(model, data)
+                    row.update(getattr(model, "measurements", None) or {})
+                    rows.append(row)
                     bar.update(1)
     return rows
 
@@ -265,18 +275,22 @@ def summarise(rows: Sequence[Mapping[str, Any]],
     ``metric``, ``mean``, ``std`` (the sample standard deviation over seeds;
     0 for a single seed), ``min``, ``max`` and ``n`` (the number of seeds), and
     ``n_test`` when the rows have it.
-    Rows keep the order in which methods and budgets first appear.
+    Rows keep the order in which methods and budgets first appear. A method
+    without this metric (e.g. the feature drift of logistic regression, which
+    has no features to move) is left out.
     """
     if not rows:
         raise ValueError("no rows to summarise; run label_budget_study first.")
-    if metric not in rows[0]:
+    if not any(row.get(metric) is not None for row in rows):
         raise KeyError(f"no column {metric!r} in the rows; they have {list(rows[0])}.")
     groups: dict[tuple[str, Budget], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["method"], row["budget"]), []).append(row)
     summary = []
     for (method, budget), group in groups.items():
-        values = [float(r[metric]) for r in group]
+        values = [float(r[metric]) for r in group if r.get(metric) is not None]
+        if not values:
+            continue
         summary.append({
             "method": method, "budget": budget,
             "per_class": statistics.fmean(r["per_class"] for r in group),

@@ -173,10 +173,27 @@ def _loss_fn(loss: str | LossFn) -> LossFn:
     return _LOSSES[loss]
 
 
+def untrained_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Trainable parameters of ``model`` that ``optimizer`` does not hold: they get
+    gradients, but no optimizer step ever changes them. (The classic case: an
+    optimizer built from the trainable parameters only, and a layer unfrozen later.)"""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+
+
 def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_decay: float):
     if isinstance(optimizer, torch.optim.Optimizer):
         if lr is not None:
             raise ValueError("lr is set on the optimizer you passed; do not also pass lr=.")
+        left_out = untrained_parameters(model, optimizer)
+        if left_out:
+            warnings.warn(
+                f"{len(left_out)} trainable parameters are not in the optimizer, so they will "
+                f"not change: {', '.join(left_out[:6])}{' …' if len(left_out) > 6 else ''}. "
+                "Build the optimizer over all the parameters you unfroze (e.g. "
+                "transferkit.finetune.param_groups(model, lr)), or freeze these.",
+                UserWarning, stacklevel=3,
+            )
         return optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -544,4 +561,5 @@ def predict(
 __all__ = [
     "Callback", "EarlyStopping", "FitState", "History", "eval_mode", "evaluate", "fit",
     "load_checkpoint", "module_modes", "predict", "restore_modes", "save_checkpoint",
+    "untrained_parameters",
 ]
