@@ -848,6 +848,54 @@ def reset_parameters(model: nn.Module) -> nn.Module:
     return model
 
 
+def strategy_stages(strategy: str, n_groups: int, *, k: int = 2,
+                    decay: float = ULMFIT_DECAY) -> list[tuple[str, int]]:
+    """The stages of ``strategy`` on a model with ``n_groups`` layer groups, as
+    ``(stage name, index of the first trainable group)``: that group and every
+    group above it train, the ones below are frozen.
+
+    >>> strategy_stages("lp_ft", 4)
+    [('linear probe', 3), ('fine-tune all', 0)]
+    >>> strategy_stages("gradual", 3)
+    [('top 1 of 3 groups', 2), ('top 2 of 3 groups', 1), ('top 3 of 3 groups', 0)]
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    if strategy == "partial" and not (isinstance(k, int) and 1 <= k <= n_groups):
+        raise ValueError(f"partial trains the top k groups: k must be 1 … {n_groups}, got {k!r}.")
+    probe = ("linear probe", n_groups - 1)
+    return {
+        "scratch": [("from scratch", 0)],
+        "linear_probe": [probe],
+        "full": [("fine-tune all", 0)],
+        "partial": [(f"top {k} groups", n_groups - k)],
+        "gradual": [(f"top {t} of {n_groups} groups", n_groups - t)
+                    for t in range(1, n_groups + 1)],
+        "discriminative": [(f"all groups, lr ÷{decay:g} per group", 0)],
+        "lp_ft": [probe, ("fine-tune all", 0)],
+    }[strategy]
+
+
+def set_trainable(model: nn.Module, strategy: str, stage: int = 0, *, k: int = 2,
+                  bn: str = "train") -> nn.Module:
+    """Freeze and unfreeze ``model`` as stage ``stage`` of ``strategy`` trains it.
+
+    A linear probe freezes everything but the head, BatchNorm statistics
+    included; the other stages use `freeze_to` with the ``bn`` policy.
+    `trainable_report(model)` then shows what that stage will train.
+    """
+    stages = strategy_stages(strategy, len(layer_groups(model)), k=k)
+    if not -len(stages) <= stage < len(stages):
+        raise ValueError(f"{strategy} has {len(stages)} stage(s); stage {stage} does not exist.")
+    name, first = stages[stage]
+    if name == "linear probe":
+        freeze(model, bn="freeze")
+        unfreeze(model, find_head(model))
+    else:
+        freeze_to(model, first, bn=bn)
+    return model
+
+
 def fine_tune(
     model: nn.Module,
     train: Any,
@@ -901,81 +949,47 @@ def fine_tune(
     Returns a `FineTuneResult`; with ``val``, its ``feature_drift`` says how far
     the backbone's features of the validation inputs moved (`feature_drift`).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     if bn not in BN_POLICIES:
         raise ValueError(f"bn must be one of {BN_POLICIES}, got {bn!r}.")
+    groups = layer_groups(model)
+    plan = strategy_stages(strategy, len(groups), k=k, decay=decay)
     opt_class = _optimizer_class(optimizer)
     x, y = _as_xy(train, "train")
-    groups = layer_groups(model)
-    n_groups = len(groups)
     head_name = find_head(model)
     head_lr = 10 * lr if head_lr is None else head_lr
     probe_epochs = epochs if probe_epochs is None else probe_epochs
-    if strategy == "partial" and not (isinstance(k, int) and 1 <= k <= n_groups):
-        raise ValueError(f"partial trains the top k groups: k must be 1 … {n_groups}, got {k!r}.")
 
-    def features(inputs: torch.Tensor) -> torch.Tensor:
+    def features(inputs: torch.Tensor, use_cache: bool = cache) -> torch.Tensor:
         with without_head(model, head_name):
-            return extract_features(model, inputs, cache=cache)
+            return extract_features(model, inputs, cache=use_cache)
 
     x_val = _as_xy(val, "val")[0] if val is not None else None
-    before = features(x_val) if x_val is not None else None
-    stages: list[Stage] = []
-
-    def run(name: str, trainable_from: int, rate: float, n_epochs: int,
-            rate_decay: float | None = None) -> None:
-        freeze_to(model, trainable_from, bn=bn)
-        opt = opt_class(param_groups(model, rate, decay=rate_decay, weight_decay=weight_decay))
-        history = fit(model, train, val, epochs=n_epochs, optimizer=opt, batch_size=batch_size,
-                      seed=seed, progress=progress, **fit_options)
-        stages.append(Stage(name, [g.name for g in groups[trainable_from:]], rate, history))
-
-    def probe() -> None:
-        freeze(model, bn="freeze")
-        head = unfreeze(model.get_submodule(head_name))
-        if cache:
-            train_pair = (features(x), y)
-            val_pair = (features(x_val), _as_xy(val, "val")[1]) if val is not None else None
-            opt = opt_class(param_groups(head, head_lr, weight_decay=weight_decay))
-            history = fit(head, train_pair, val_pair, epochs=probe_epochs, optimizer=opt,
-                          batch_size=batch_size, seed=seed, progress=progress, **fit_options)
-        else:
-            opt = opt_class(param_groups(model, head_lr, weight_decay=weight_decay))
-            history = fit(model, train, val, epochs=probe_epochs, optimizer=opt,
-                          batch_size=batch_size, seed=seed, progress=progress, **fit_options)
-        stages.append(Stage("linear probe", [groups[-1].name], head_lr, history))
-
+    before = features(x_val) if x_val is not None and strategy != "scratch" else None
     if strategy == "scratch":
         with seeded(seed) if seed is not None else contextlib.nullcontext():
             reset_parameters(model)
-        unfreeze(model)
-        run("from scratch", 0, lr, epochs)
-    elif strategy == "linear_probe":
-        probe()
-    elif strategy == "full":
-        unfreeze(model)
-        run("fine-tune all", 0, lr, epochs)
-    elif strategy == "partial":
-        unfreeze(model)
-        run(f"top {k} groups", n_groups - k, lr, epochs)
-    elif strategy == "gradual":
-        unfreeze(model)
-        for top in range(1, n_groups + 1):
-            run(f"top {top} of {n_groups} groups", n_groups - top, lr if top > 1 else head_lr,
-                epochs)
-    elif strategy == "discriminative":
-        unfreeze(model)
-        run(f"all groups, lr ÷{decay:g} per group", 0, lr, epochs, rate_decay=decay)
-    elif strategy == "lp_ft":
-        probe()
-        unfreeze(model)
-        run("fine-tune all", 0, lr, epochs)
+
+    stages: list[Stage] = []
+    for i, (name, first) in enumerate(plan):
+        set_trainable(model, strategy, i, k=k, bn=bn)
+        probing = name == "linear probe"
+        rate = head_lr if probing or (strategy == "gradual" and i == 0) else lr
+        # discriminative: the rate is divided by `decay` per group down from the head
+        rates = dict(decay=decay) if strategy == "discriminative" else {}
+        run_on, train_on, val_on = model, train, val
+        if probing and cache:  # the backbone is fixed: train the head on its stored features
+            run_on = model.get_submodule(head_name)
+            train_on = (features(x), y)
+            val_on = (features(x_val), _as_xy(val, "val")[1]) if val is not None else None
+        opt = opt_class(param_groups(run_on, rate, weight_decay=weight_decay, **rates))
+        history = fit(run_on, train_on, val_on, epochs=probe_epochs if probing else epochs,
+                      optimizer=opt, batch_size=batch_size, seed=seed, progress=progress,
+                      **fit_options)
+        stages.append(Stage(name, [g.name for g in groups[first:]], rate, history))
 
     drift = None
-    if before is not None and strategy != "scratch":  # scratch has no pre-trained features
-        with without_head(model, head_name):
-            drift = feature_drift(before, extract_features(model, x_val, cache=False))
+    if before is not None:  # how far the pre-trained features moved
+        drift = feature_drift(before, features(x_val, use_cache=False))
     return FineTuneResult(strategy, stages, drift)
 
 
@@ -1014,6 +1028,6 @@ __all__ = [
     "extract_features", "feature_drift", "feature_size", "find_head", "fine_tune",
     "finetune_method", "freeze", "freeze_bn_stats", "freeze_to", "group_learning_rates",
     "layer_groups", "no_weight_decay", "param_groups", "replace_head", "reset_parameters",
-    "trainable_parameters", "trainable_report", "unfreeze", "unfreeze_bn_stats",
-    "untrained_parameters", "without_head",
+    "set_trainable", "strategy_stages", "trainable_parameters", "trainable_report", "unfreeze",
+    "unfreeze_bn_stats", "untrained_parameters", "without_head",
 ]
