@@ -220,3 +220,41 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_module, "download_and_extract_archive", offline)
     with pytest.raises(DatasetNotFoundError, match="offline"):
         data.load_mnist(tmp_path, download=True)
+
+
+# --- shifted inputs ------------------------------------------------------------------------
+
+
+def test_translate_moves_a_pixel_right_and_down():
+    from transferkit.data import translate
+
+    img = torch.zeros(1, 1, 8, 8)
+    img[0, 0, 2, 3] = 1.0
+    assert translate(img, 1, 0)[0, 0].nonzero().tolist() == [[2, 4]]
+    assert translate(img, 0, 1)[0, 0].nonzero().tolist() == [[3, 3]]
+    assert translate(img.reshape(1, 64), 1, 0).reshape(8, 8).nonzero().tolist() == [[2, 4]]
+
+
+def test_rotate_keeps_shape_and_changes_images_and_refuses_non_square():
+    from transferkit.data import rotate
+
+    x, _ = load_digits()
+    assert torch.allclose(rotate(x[:10], 0), x[:10], atol=1e-6)
+    turned = rotate(x[:10], 90)
+    assert turned.shape == (10, 64)
+    # a quarter turn counter-clockwise: column j of the original becomes row 7 - j
+    assert torch.allclose(turned.reshape(10, 8, 8), x[:10].reshape(10, 8, 8).rot90(1, (1, 2)),
+                          atol=1e-5)
+    assert not torch.allclose(rotate(x[:10], 20), x[:10], atol=0.05)
+    with pytest.raises(ValueError, match="flat square images"):
+        rotate(torch.zeros(3, 10), 20)
+
+
+def test_random_affine_is_random_per_image_and_seeded():
+    from transferkit.data import random_affine
+
+    x, _ = load_digits()
+    a = random_affine(x[:20], generator=torch.Generator().manual_seed(0))
+    b = random_affine(x[:20], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == (20, 64)
+    assert not torch.allclose(a, x[:20], atol=0.05)

@@ -18,17 +18,22 @@ The helpers build the settings the course studies:
 * `split_classes` makes a *source* task and a *target* task from disjoint
   classes (pre-train on one, fine-tune on the other);
 * `train_val_test_split` holds out a validation set for choices and a test
-  set that is looked at once.
+  set that is looked at once;
+* `rotate` and `translate` make a *shifted* test set (the same classes, drawn
+  differently: out of distribution), and `random_affine` makes random ones,
+  to augment data for pre-training.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,62 @@ def train_val_test_split(
         return Data(x[idx], y[idx])
 
     return Splits(part(train_idx), part(val_idx), part(test_idx))
+
+
+# --- shifted inputs: the same classes, drawn differently ------------------------------
+
+
+def _as_images(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images as they are; flat square images (N, H·W) as (N, 1, H, W)."""
+    if x.ndim == 4:
+        return x
+    side = math.isqrt(x.shape[-1]) if x.ndim == 2 else 0
+    if x.ndim != 2 or side * side != x.shape[-1]:
+        raise ValueError(f"expected images (N, C, H, W) or flat square images (N, H*W), got "
+                         f"shape {tuple(x.shape)}.")
+    return x.reshape(len(x), 1, side, side)
+
+
+def _warp(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by ``angle`` (radians, counter-clockwise) about its centre and
+    move it by ``shift`` (pixels, (dx, dy)); pixels from outside the image are 0."""
+    images = _as_images(x).float()
+    size = torch.tensor(images.shape[-1:-3:-1], dtype=torch.float32)  # (W, H)
+    c, s = torch.cos(angle), torch.sin(angle)
+    t = -2 * shift / size  # affine_grid maps output → input, in [-1, 1] units
+    theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False).reshape(x.shape)
+
+
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Every image rotated by ``degrees`` about its centre (bilinear; corners filled with 0).
+
+    Works on image tensors (N, C, H, W) and on flat square images such as the
+    digits' (N, 64); returns the input's shape.
+
+    >>> x, _ = load_digits()
+    >>> rotate(x[:5], 20).shape
+    torch.Size([5, 64])
+    """
+    n = len(x)
+    return _warp(x, torch.full((n,), math.radians(degrees)), torch.zeros(n, 2))
+
+
+def translate(x: torch.Tensor, dx: float = 1, dy: float = 0) -> torch.Tensor:
+    """Every image moved ``dx`` pixels right and ``dy`` down (zeros come in)."""
+    n = len(x)
+    return _warp(x, torch.zeros(n), torch.tensor([[float(dx), float(dy)]]).expand(n, 2))
+
+
+def random_affine(x: torch.Tensor, degrees: float = 20.0, shift: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image rotated by a random angle in [−degrees, degrees] and moved by up to
+    ``shift`` pixels each way: data augmentation (e.g. for `pretrain`'s ``augment=``)."""
+    n = len(x)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    moves = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
+    return _warp(x, angle, moves)
 
 
 # --- torchvision datasets, read from local files -------------------------------------
