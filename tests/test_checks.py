@@ -90,3 +90,23 @@ def test_lesson_03_checks_recompute_the_answers():
     assert check("03.pca_exact_code_size", rank)
     assert "blank" in check("03.pca_exact_code_size", 64).message
     assert not check("03.pca_exact_code_size", rank + 1)
+
+
+def test_lesson_04_checks_recompute_the_answers():
+    from transferkit.autoencoder import Encoder, article_dims
+    from transferkit.finetune import Classifier, freeze_to
+
+    model = freeze_to(Classifier(Encoder({"kind": "mlp", "dims": list(article_dims(64))}), 10),
+                      -2)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 2 * 4 + 2 + 2 * 10 + 10  # Linear(4, 2) and the head Linear(2, 10)
+    assert check("04.trainable_after_freeze_to", trainable)
+    assert "head alone" in check("04.trainable_after_freeze_to", 30).message
+
+    assert check("04.discriminative_lr", 1e-3 / 2.6**7)  # 8 groups: 7 encoder layers + head
+    assert "too many" in check("04.discriminative_lr", 1e-3 / 2.6**8).message
+    assert "short" in check("04.discriminative_lr", 1e-3 / 2.6**6).message
+
+    assert check("04.momentum_drift", 0.09)
+    assert "zeroed, not removed" in check("04.momentum_drift", 0).message
+    assert not check("04.momentum_drift", 0.1)

@@ -349,6 +349,11 @@ def test_classifier_groups_are_the_encoder_layers_then_the_head():
     encoder = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU())
     names = [g.name for g in layer_groups(Classifier(encoder, 10))]
     assert names == ["encoder.0", "encoder.2", "head"]
+    from transferkit.autoencoder import Autoencoder
+
+    wrapped = Autoencoder([64, 32, 8]).encoder  # its layers sit in one Sequential
+    names = [g.name for g in layer_groups(Classifier(wrapped, 10))]
+    assert names == ["encoder.layers.0", "encoder.layers.2", "head"]
 
 
 def test_freeze_by_pattern_and_a_clear_error_for_unknown_names():

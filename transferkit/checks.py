@@ -323,3 +323,69 @@ def _pca_exact_code_size(answer: Any) -> tuple[bool, str]:
     return False, ("PCA with k components rebuilds exactly what lies in a k-dimensional space; "
                    "find the dimension (the rank) of the centred training images, or try k until "
                    "the error of PCA(k) on train.x drops to about 0.")
+
+
+# --- lesson 04: fine-tuning --------------------------------------------------------------
+
+
+def _article_classifier():
+    """Lesson 04's model: a 10-class head on the article's encoder for 64 inputs."""
+    from .autoencoder import Encoder, article_dims
+    from .finetune import Classifier
+
+    return Classifier(Encoder({"kind": "mlp", "dims": list(article_dims(64))}), 10)
+
+
+@register("04.trainable_after_freeze_to")
+def _trainable_after_freeze_to(answer: Any) -> tuple[bool, str]:
+    from .finetune import freeze_to
+
+    model = freeze_to(_article_classifier(), -2)
+    right = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    head = sum(p.numel() for p in model.head.parameters())
+    if close(answer, right, rel=0):
+        return True, "right: the head and the encoder's last layer, weights and biases."
+    if close(answer, head, rel=0):
+        return False, ("that is the head alone, freeze_to(model, -1). With -2 the group below "
+                       "the head trains too.")
+    if close(answer, sum(p.numel() for p in model.parameters()), rel=0):
+        return False, "that is every parameter; freeze_to(model, n) freezes the groups before n."
+    return False, ("list layer_groups(model): with n = -2 the last two groups train. Count their "
+                   "weights and biases (or sum p.numel() over the parameters that require grad).")
+
+
+@register("04.discriminative_lr")
+def _discriminative_lr(answer: Any) -> tuple[bool, str]:
+    from .finetune import ULMFIT_DECAY, layer_groups
+
+    n = len(layer_groups(_article_classifier()))
+    right = 1e-3 / ULMFIT_DECAY ** (n - 1)
+    if close(answer, right, rel=1e-3, abs_=0):
+        return True, (f"right: {n} groups, so the first is {n - 1} divisions of 2.6 below the "
+                      "head.")
+    if close(answer, 1e-3 / ULMFIT_DECAY ** n, rel=1e-3, abs_=0):
+        return False, "one division too many: the head itself keeps lr, undivided."
+    if close(answer, 1e-3 / ULMFIT_DECAY ** (n - 2), rel=1e-3, abs_=0):
+        return False, "one division short: count the groups again, the head included."
+    if close(answer, 1e-3 / ULMFIT_DECAY, rel=1e-3, abs_=0):
+        return False, "that is the group just below the head; go all the way down to the first."
+    return False, ("count the groups with len(layer_groups(model)); each group down from the head "
+                   "divides the rate by 2.6 once.")
+
+
+@register("04.momentum_drift")
+def _momentum_drift(answer: Any) -> tuple[bool, str]:
+    lr, beta, velocity = 0.1, 0.9, 1.0
+    right = lr * beta * velocity  # the new gradient is a zero tensor, not None
+    if close(answer, right, rel=1e-6):
+        return True, ("right: the momentum buffer still holds 0.9 of the last step, so the "
+                      "'frozen' weight moves 0.09, then 0.081, … until the buffer dies out.")
+    if close(answer, 0.0, abs_=1e-12):
+        return False, ("requires_grad=False stops new gradients, but the old .grad tensor is only "
+                       "zeroed, not removed, so SGD still steps this parameter. What is in its "
+                       "momentum buffer?")
+    if close(answer, lr, rel=1e-6):
+        return False, ("that is a step with the old gradient. The new gradient is 0; the buffer "
+                       "becomes 0.9·buffer + 0.")
+    return False, ("SGD with momentum: buf ← β·buf + g, then w ← w − lr·buf. Here buf was 1, g is "
+                   "now 0, β = 0.9 and lr = 0.1.")

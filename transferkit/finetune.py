@@ -149,7 +149,7 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x).flatten(1))
 
     def layer_groups(self) -> list[LayerGroup]:
-        return [*_default_groups(self.encoder, "encoder"),
+        return [*_default_groups(self.encoder, "encoder", has_head=False),
                 LayerGroup("head", [("head", self.head)])]
 
 
@@ -283,12 +283,13 @@ def _chain(prefix: str, children: Iterable[tuple[str, nn.Module]]) -> list[Layer
     return groups
 
 
-def _default_groups(model: nn.Module, prefix: str = "") -> list[LayerGroup]:
+def _default_groups(model: nn.Module, prefix: str = "", has_head: bool = True
+                    ) -> list[LayerGroup]:
     groups = _chain(prefix, model.named_children())
     # One big body (MobileNet's `features`, an encoder's `layers`): split it into its layers.
-    # The last group is left whole: it holds the head.
+    # The last group of a model with a head is left whole: it holds the head.
     while len(groups) < 3:
-        bodies = [i for i, g in enumerate(groups[:-1])
+        bodies = [i for i, g in enumerate(groups[:-1] if has_head else groups)
                   if isinstance(g.modules[0][1], (nn.Sequential, nn.ModuleList))
                   and not any(_has_parameters(m) for _, m in g.modules[1:])
                   and len(_chain("", g.modules[0][1].named_children())) > 1]
