@@ -995,27 +995,35 @@ def fine_tune(
 
 
 def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps: int = 300,
-                    batch_size: int = 64, **options: Any) -> Callable[..., nn.Module]:
+                    probe_steps: int | None = None, batch_size: int = 64,
+                    **options: Any) -> Callable[..., nn.Module]:
     """A `transferkit.experiments` study method: build a fresh model, `fine_tune` it.
 
     ``make_model()`` must return a *new* model each time (e.g. a `Classifier` on a
     ``copy.deepcopy`` of the pre-trained encoder), so no trial sees another's
-    training. The epochs follow from ``steps`` and the labelled subset's size
-    (`transferkit.experiments.epochs_for_steps`); every stage gets that many.
-    The model's ``measurements`` hold the feature drift (on the validation inputs),
-    which `label_budget_study` adds to its rows.
+    training. Training lengths are counted in optimizer steps, so a trial with 10
+    labels and one with 1,000 get the same number of updates: the epochs follow
+    from ``steps`` and the labelled subset's size
+    (`transferkit.experiments.epochs_for_steps`); ``probe_steps`` is the length
+    of a linear-probe stage (default ``steps``). ``options`` go to `fine_tune`
+    (``lr``, ``head_lr``, ``bn`` …). The model's ``measurements`` hold the feature
+    drift (on the validation inputs), which `label_budget_study` adds to its rows.
     """
     from .experiments import epochs_for_steps
 
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    strategy_stages(strategy, 1)  # an unknown strategy fails now, not in the first trial
+    for taken in ("epochs", "probe_epochs", "seed", "progress"):
+        if taken in options:
+            raise ValueError(f"finetune_method sets {taken!r} itself; leave it out.")
 
     def method(train: Any, val: Any, seed: int) -> nn.Module:
-        with seeded(seed):
+        with seeded(seed):  # the same new head for a seed; your RNG is left alone
             model = make_model()
             epochs = epochs_for_steps(len(train), batch_size, steps)
+            probe_epochs = epochs_for_steps(len(train), batch_size, probe_steps or steps)
             result = fine_tune(model, train, val, strategy=strategy, epochs=epochs,
-                               batch_size=batch_size, seed=seed, progress=False, **options)
+                               probe_epochs=probe_epochs, batch_size=batch_size, seed=seed,
+                               progress=False, **options)
         model.measurements = {"feature_drift": result.feature_drift}
         return model
 
