@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DEFAULT_BUDGET_S = 60.0
-BUDGET_S = {"05": 120.0, "06": 120.0}  # by lesson number; others get the default
+BUDGET_S = {"04": 90.0, "05": 120.0, "06": 120.0}  # by lesson number; others get the default
 COURSE_BUDGET_S = 8 * 60.0
 
 _spent: dict[str, float] = defaultdict(float)

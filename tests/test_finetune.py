@@ -549,3 +549,10 @@ def test_finetune_method_in_a_label_budget_study(digits):
     drift = {r["method"]: r["mean"] for r in summarise(rows, "feature_drift")}
     assert drift["linear_probe"] == 0.0 and drift["full"] > 0
     assert encoder[0].weight.grad is None  # the shared pre-trained encoder never trained
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_linear_probe_keeps_head_and_backbone_on_one_device(digits):
+    model = pretrained_classifier()
+    fine_tune(model, digits.train, digits.val, strategy="linear_probe", epochs=1, progress=False)
+    assert {p.device.type for p in model.parameters()} == {"cuda"}

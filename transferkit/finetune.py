@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .device import seeded
+from .device import pick_device, seeded
 from .train import (
     _OPTIMIZERS,
     History,
@@ -964,6 +964,10 @@ def fine_tune(
         with without_head(model, head_name):
             return extract_features(model, inputs, cache=use_cache)
 
+    # Every stage trains on this device (fit's choice); a probe trains the head alone, so
+    # the whole model moves first, or the head and the backbone could end up apart.
+    device = fit_options.get("device")
+    model.to(pick_device(None if device is None else str(device)))
     x_val = _as_xy(val, "val")[0] if val is not None else None
     before = features(x_val) if x_val is not None and strategy != "scratch" else None
     if strategy == "scratch":
