@@ -559,7 +559,7 @@ def stage_reports_html(model: nn.Module, strategy: str, *, k: int = 2, bn: str =
         set_trainable(model, strategy, i, k=k, bn=bn)
         parts.append(f"<div class='transferkit-stage'><b>stage {i + 1} of {len(stages)}: "
                      f"{html.escape(name)}</b>{trainable_report(model)._repr_html_()}</div>")
-    return "".join(parts)
+    return f"<div class='transferkit-stages'>{''.join(parts)}</div>"
 
 
 class _StageCurves(Callback):
