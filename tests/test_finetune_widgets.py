@@ -137,15 +137,15 @@ def lab(encoder, splits, **options):
                                 **options)
 
 
-def report_tables(html_text):
-    """Per stage: its title and its rows as {group: (trainable, batchnorm)}."""
+def report_tables(html_text, with_lr=False):
+    """Per stage: its title and its rows as {group: (trainable, batchnorm or lr)}."""
     stages = []
     for title, table in re.findall(r"<b>(.*?)</b>(<table.*?</table>)", html_text):
         rows = {}
         for cells in re.findall(r"<tr>(.*?)</tr>", table):
             cell = re.findall(r"<td>(.*?)</td>", cells)
             if cell and cell[0] != "total":
-                rows[cell[0]] = (cell[3], cell[4])
+                rows[cell[0]] = (cell[3], cell[4]) if not with_lr else (cell[3], cell[5])
         stages.append((title, rows))
     return stages
 
@@ -207,6 +207,13 @@ def test_train_draws_curves_epoch_by_epoch_then_the_readout(encoder, splits, mon
     test_acc = evaluate(panel.model, splits.test)["accuracy"]
     assert f"validation accuracy {val_acc:.3f}, test accuracy {test_acc:.3f}" in readout
     assert f"feature drift {panel.result.feature_drift:.3f}" in readout
+    # the tables now show each stage's learning rates, as its optimizer had them
+    assert report_tables(panel.report.value, with_lr=True) == [
+        ("stage 1 of 2: linear probe", {"encoder.0": ("0", "—"), "encoder.3": ("0", "—"),
+                                        "head": ("170", "0.01")}),
+        ("stage 2 of 2: fine-tune all", {"encoder.0": ("2,144", "0.001"),
+                                         "encoder.3": ("560", "0.001"),
+                                         "head": ("170", "0.001")})]
     for name, value in encoder.state_dict().items():  # the pre-trained encoder is unchanged
         assert torch.equal(value, before[name]), name
     ys = [list(t.y) for t in panel.figure.data]
@@ -225,6 +232,12 @@ def test_train_uses_the_controls(encoder, splits):
     assert len(result.stages[0].history) == 2
     assert "on 1 label per class (10 images)" in panel.status.value
     assert "feature drift — (scratch" in panel.status.value
+    panel.controls["strategy"].value = "discriminative"
+    panel.controls["epochs per stage"].value = 1
+    panel.controls["train"].click()
+    rates = report_tables(panel.report.value, with_lr=True)[0][1]
+    assert {g: lr for g, (_, lr) in rates.items()} == {  # ÷2.6 per group down from the head
+        "encoder.0": "0.00148", "encoder.3": "0.00385", "head": "0.01"}
 
 
 def test_bad_settings_show_in_the_widget(encoder, splits):

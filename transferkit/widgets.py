@@ -553,13 +553,19 @@ def stage_reports_html(model: nn.Module, strategy: str, *, k: int = 2, bn: str =
     """
     from .finetune import layer_groups, set_trainable, strategy_stages, trainable_report
 
-    stages = strategy_stages(strategy, len(layer_groups(model)), k=k)
-    parts = []
-    for i, (name, _) in enumerate(stages):
+    reports = []
+    for i, (name, _) in enumerate(strategy_stages(strategy, len(layer_groups(model)), k=k)):
         set_trainable(model, strategy, i, k=k, bn=bn)
-        parts.append(f"<div class='transferkit-stage'><b>stage {i + 1} of {len(stages)}: "
-                     f"{html.escape(name)}</b>{trainable_report(model)._repr_html_()}</div>")
-    return f"<div class='transferkit-stages'>{''.join(parts)}</div>"
+        reports.append((name, trainable_report(model)))
+    return _stages_html(reports)
+
+
+def _stages_html(reports: list, note: str = "") -> str:
+    """(stage name, `TrainableReport`) pairs as one HTML block, a table per stage."""
+    parts = [f"<div class='transferkit-stage'><b>stage {i + 1} of {len(reports)}: "
+             f"{html.escape(name)}</b>{report._repr_html_()}</div>"
+             for i, (name, report) in enumerate(reports)]
+    return f"<div class='transferkit-stages'>{''.join(parts)}{note}</div>"
 
 
 class _StageCurves(Callback):
@@ -568,14 +574,20 @@ class _StageCurves(Callback):
     stage begins), and a progress bar over all the stages' epochs."""
 
     def __init__(self, figure: go.FigureWidget, bar: W.IntProgress, strategy: str,
-                 stages: list[tuple[str, list[str]]], epochs: int, title: str):
+                 stages: list[tuple[str, list[str]]], epochs: int, title: str,
+                 model: nn.Module):
         self.figure, self.bar, self.strategy, self.plan = figure, bar, strategy, stages
-        self.epochs, self.title = epochs, title
+        self.epochs, self.title, self.model = epochs, title, model
         self.done: list = []  # finished stages (finetune.Stage)
+        self.reports: list = []  # (stage name, TrainableReport with that stage's optimizer)
         self.bar.max, self.bar.value = epochs * len(stages), 0
 
     def on_train_begin(self, state: FitState) -> None:
-        self.history = state.history
+        from .finetune import trainable_report
+
+        # the model as this stage trains it, and the learning rates of its optimizer
+        name = self.plan[len(self.done)][0]
+        self.reports.append((name, trainable_report(self.model, state.optimizer)))
 
     def _stage(self, i: int, state: FitState):
         from .finetune import Stage
@@ -716,7 +728,7 @@ def finetune_lab(
                 plan = [(stage, groups[at:])
                         for stage, at in strategy_stages(name, len(groups), k=k)]
                 curves = _StageCurves(panel.figure, bar, name, plan, n_epochs.value,
-                                      f"{name}, {budget_words(chosen)}")
+                                      f"{name}, {budget_words(chosen)}", model)
                 result = fine_tune(model, labelled, val, strategy=name, epochs=n_epochs.value,
                                    lr=rate.value, k=k, bn=bn, batch_size=batch_size, seed=seed,
                                    progress=False, callbacks=[curves])
@@ -727,6 +739,9 @@ def finetune_lab(
         drift = ("— (scratch starts from no pre-trained features)"
                  if result.feature_drift is None else f"{result.feature_drift:.3f}")
         panel.result, panel.model = result, model
+        panel.report.value = _stages_html(curves.reports, note=(
+            "<div style='color:#555'>as the last run trained: the learning rates are those "
+            "of each stage's optimizer</div>"))
         show_in(panel.figure, result.to_figure(
             title=f"{name}, {budget_words(chosen)}: validation accuracy {val_acc:.3f}"))
         panel.status.value = (
