@@ -659,12 +659,15 @@ def finetune_lab(
     class (``budgets``; None = all), the learning rate of the stages that train the
     encoder (a linear probe's head gets 10×, see `fine_tune`), the epochs per stage,
     and a "train" button. Tables under the controls show, for each stage of the
-    chosen strategy, which layer groups train and what their BatchNorm layers do;
-    they change as soon as the strategy does. "train" draws the labelled subset
-    (`transferkit.data.few_labels` with ``seed``), runs `fine_tune` with the curves
-    redrawn after every epoch, and then reports validation and test accuracy, the
-    feature drift and the time. Everything runs inside `transferkit.device.seeded`:
-    the same settings give the same run, and the notebook's random state is left alone.
+    chosen strategy, which layer groups train and what their BatchNorm layers do
+    (`stage_reports_html`); they change as soon as the strategy does. "train" draws
+    the labelled subset (`transferkit.data.few_labels` with ``seed``), runs
+    `fine_tune` with the curves redrawn after every epoch (the epochs count on
+    across stages; a dotted line marks each new stage), and then reports validation
+    and test accuracy, the feature drift and the time; the tables then also show
+    the learning rate each group trained with. Everything runs inside
+    `transferkit.device.seeded`: the same settings give the same run, and the
+    notebook's random state is left alone.
     """
     import time
 
@@ -716,7 +719,7 @@ def finetune_lab(
 
     def train_now() -> None:
         chosen, name = by_label[labels.value], choice.value
-        panel.status.value = (f"<div class='transferkit-readout'>training {name} on "
+        panel.status.value = (f"<div class='transferkit-readout'>training {html.escape(name)} on "
                               f"{budget_words(chosen)}…</div>")
         labelled = train if chosen is None else few_labels(train.x, train.y, chosen, seed=seed)
         start = time.perf_counter()
