@@ -3,7 +3,7 @@
 
     python3 course.py lab     # JupyterLab on your copy of the lessons (my-lessons/)
     python3 course.py test    # unit tests, every lesson end to end, the browser test
-    python3 course.py bench   # the training loop's speed against plain PyTorch
+    python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning
 
 Both create (or reuse) a virtual environment in .venv/ and install the course
 into it; nothing else on your machine is touched. Needs only Python 3.10+ and
@@ -106,11 +106,17 @@ def test(args: list[str]) -> int:
     return subprocess.call([str(c) for c in command], cwd=ROOT, env=env)
 
 
+BENCHMARKS = ("bench_fit.py", "bench_finetune.py")  # run in this order
+
+
 def bench(args: list[str]) -> int:
     ensure_venv(set())
-    command = [PYTHON, ROOT / "benchmarks" / "bench_fit.py", *args]
-    say(" ".join(str(c) for c in command))
-    return subprocess.call([str(c) for c in command], cwd=ROOT)
+    status = 0
+    for script in BENCHMARKS:
+        command = [PYTHON, ROOT / "benchmarks" / script, *args]
+        say(" ".join(str(c) for c in command))
+        status = subprocess.call([str(c) for c in command], cwd=ROOT) or status
+    return status
 
 
 def main(argv: list[str]) -> int:

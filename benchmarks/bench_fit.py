@@ -19,8 +19,10 @@ nothing fails, since timings belong here, not in unit tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -40,6 +42,24 @@ def model() -> nn.Module:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def interleaved(runs: Mapping[str, Callable[[], object]], repeats: int, device: torch.device,
+                setup: Callable[[str], object] = lambda name: seed_everything(0),
+                ) -> dict[str, list[float]]:
+    """Seconds of each run, ``repeats`` times, interleaved (A, B, C, A, B, C …) so that
+    drift in the machine's speed hits every run alike. ``setup(name)`` runs before each
+    run, untimed (by default it seeds everything with 0)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            setup(name)
+            sync(device)
+            start = time.perf_counter()
+            run()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def plain(train, val, epochs, batch, device) -> None:
@@ -94,17 +114,11 @@ def main() -> None:
     x, y = load_digits()
     train, val, _ = train_val_test_split(x, y, seed=0)
     runs = {"plain": plain, "dataloader": dataloader, "fit": with_fit}
-    times: dict[str, list[float]] = {name: [] for name in runs}
     for fn in runs.values():  # warm-up: first-call costs (allocator, kernels, imports)
         fn(train, val, 1, args.batch_size, device)
-    for _ in range(args.repeats):
-        for name, fn in runs.items():  # interleaved, so drift in machine speed hits all alike
-            seed_everything(0)
-            sync(device)
-            start = time.perf_counter()
-            fn(train, val, args.epochs, args.batch_size, device)
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved({name: functools.partial(fn, train, val, args.epochs, args.batch_size,
+                                                 device) for name, fn in runs.items()},
+                        args.repeats, device)
 
     base = statistics.median(times["plain"])
     steps = args.epochs * -(-len(train) // args.batch_size)

@@ -39,6 +39,8 @@ PLOTLY_PLOT = ".js-plotly-plot"
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
 # The one-line summary some widgets show under their controls (transferkit.widgets).
 READOUT = ".transferkit-readout"
+# The tables of what each stage of a fine-tuning strategy trains (widgets.finetune_lab).
+STAGES = ".transferkit-stages"
 
 
 def _label(description: str) -> str:
@@ -66,6 +68,12 @@ def readout_beside(description: str) -> str:
     return f".widget-vbox:has({_label(description)}) {READOUT}"
 
 
+def stages_beside(description: str) -> str:
+    """Selector of the per-stage trainable reports (`transferkit.widgets.finetune_lab`) in
+    the same ``VBox`` as the control labelled ``description``."""
+    return f".widget-vbox:has({_label(description)}) {STAGES}"
+
+
 @dataclass(frozen=True)
 class Interaction:
     """Operate one control, then require the text of ``watch`` to change.
@@ -74,7 +82,7 @@ class Interaction:
       * ``"keys"``: click ``control`` (e.g. a slider's handle) and press ``keys`` in turn;
       * ``"select"``: pick ``option`` (an option label, or an index when an int) in the
         ``<select>`` matched by ``control``;
-      * ``"click"``: click ``control`` once (e.g. a checkbox).
+      * ``"click"``: click ``control`` once (e.g. a checkbox, or a button: `press_button`).
     ``watch``: selector of the element whose text must differ from its text before the
     action, within ``timeout_ms``; if ``expect`` is given it must also match the new text,
     and ``before`` (if given) must match the text before the action. ``control`` and
@@ -165,6 +173,28 @@ def tick(
         action="click",
         expect=expect,
         before=before,
+    )
+
+
+def press_button(
+    description: str,
+    *,
+    watch: str,
+    expect: str | None = None,
+    before: str | None = None,
+    timeout_ms: int = 20_000,
+) -> Interaction:
+    """Click the Button whose text is ``description`` (e.g. "train"); ``timeout_ms`` leaves
+    time for the work it starts."""
+    if '"' in description:
+        raise ValueError(f"description must not contain a double quote: {description!r}")
+    return Interaction(
+        control=f'{WIDGET_BUTTON}:text-is("{description}")',
+        watch=watch,
+        action="click",
+        expect=expect,
+        before=before,
+        timeout_ms=timeout_ms,
     )
 
 
