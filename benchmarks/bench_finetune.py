@@ -16,7 +16,10 @@ small enough that the whole benchmark runs in well under a minute on 2 CPU cores
     stored features; without it the encoder runs in every epoch, for every batch and
     every validation pass. The feature cache is emptied before every repeat, so the
     cached time includes computing the features once (and hashing the weights and
-    inputs for the cache key). Both include the feature-drift measurement.
+    inputs for the cache key). Both include the feature-drift measurement. The two
+    heads are compared at the end: the cache must change the time, not the result.
+    A cached epoch still costs what the head's own steps cost (fit's loop and Adam
+    on one small layer), so the speed-up grows with the encoder's size and the epochs.
 (b) **`fit` against a hand-written PyTorch loop** on the whole model (every layer
     trainable): the same model, data, Adam (lr 1e-3, one parameter group), batch
     size, epochs and shuffling (a `torch.Generator` seeded with 0), no validation.
@@ -25,10 +28,12 @@ small enough that the whole benchmark runs in well under a minute on 2 CPU cores
     without weight decay).
 
 Every variant is timed in the same run, interleaved, after a warm-up; the table
-shows medians of ``--repeats`` repeats. Target: ``fit`` within 1.05× of the plain
-loop (without validation and best-weight tracking, fit's extras are a shape check
-before training and summing the loss and correct predictions per batch). Nothing
-fails: timings belong here, not in unit tests.
+shows medians of ``--repeats`` repeats, and fit / plain is the median of the
+ratios of each repeat's fit run to the plain run just before it. Target: ``fit``
+within 1.05× of the plain loop (without validation and best-weight tracking,
+fit's extras are a shape check before training and summing the loss and correct
+predictions per batch: about 15 µs a step on one CPU thread, against several ms
+for the step). Nothing fails: timings belong here, not in unit tests.
 """
 
 from __future__ import annotations
@@ -135,11 +140,19 @@ def main() -> None:
     speedup = (statistics.median(probe_times["encoder run every epoch"])
                / statistics.median(probe_times["cached features"]))
     print(f"  cached features: {speedup:.1f}x faster than running the encoder every epoch")
+    heads = [models[name].head.weight.detach() for name in probes]
+    gap = float((heads[0] - heads[1]).abs().max())
+    print(f"  the two heads (same seed) differ by at most {gap:.2g} (the cache changes the time, "
+          "not the result)")
     table("(b) the whole model trainable, no validation", loop_times, "plain PyTorch loop")
-    ratio = (statistics.median(loop_times["fit"])
-             / statistics.median(loop_times["plain PyTorch loop"]))
+    # Each fit run against the plain run just before it: a pair shares the machine's
+    # state, so the median of the pair ratios resists drift better than a ratio of medians.
+    pairs = sorted(f / p for f, p in zip(loop_times["fit"], loop_times["plain PyTorch loop"],
+                                         strict=True))
+    ratio = statistics.median(pairs)
     verdict = "within" if ratio <= TARGET else "OVER"
-    print(f"  fit / plain = {ratio:.2f}x ({verdict} the {TARGET}x target)")
+    print(f"  fit / plain = {ratio:.2f}x, median of {len(pairs)} paired repeats (range "
+          f"{pairs[0]:.2f}-{pairs[-1]:.2f}x; {verdict} the {TARGET}x target)")
 
 
 if __name__ == "__main__":
