@@ -298,4 +298,29 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
+    # The fine-tuning lab (transferkit.widgets.finetune_lab): a "strategy" Dropdown (starting at
+    # lp_ft), "labels per class" / "learning rate" / "epochs per stage" sliders, a "train"
+    # Button and a progress bar; under them one trainable-report table per stage
+    # (.transferkit-stages: "stage 1 of 2: linear probe" …), the readout line, and a
+    # FigureWidget of the curves. Choosing "full" redraws the tables at once (no training);
+    # "train" fine-tunes and the readout gives the validation and test accuracy.
+    "04_fine_tuning.ipynb": LessonExpectation(
+        selectors=(WIDGET_DROPDOWN, WIDGET_SLIDER, WIDGET_BUTTON, PLOTLY_PLOT,
+                   stages_beside("strategy"), readout_beside("strategy")),
+        interactions=(
+            choose(
+                "strategy",
+                "full",
+                watch=stages_beside("strategy"),
+                before=r"^stage 1 of 2: linear probe",
+                expect=r"^stage 1 of 1: fine-tune all",
+            ),
+            press_button(
+                "train",
+                watch=readout_beside("strategy"),
+                before=r"press train to fine-tune with full on 10 labels per class",
+                expect=r"validation accuracy \d\.\d{3}, test accuracy \d\.\d{3}",
+            ),
+        ),
+    ),
 }
