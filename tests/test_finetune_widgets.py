@@ -168,6 +168,8 @@ def test_report_follows_the_strategy_before_any_training(encoder, splits):
         "stage 1 of 3: top 1 of 3 groups", "stage 2 of 3: top 2 of 3 groups",
         "stage 3 of 3: top 3 of 3 groups"]
     assert "press train to fine-tune with gradual on 3 labels per class" in panel.status.value
+    panel.controls["labels per class"].value = "all"
+    assert "press train to fine-tune with gradual on all labels" in panel.status.value
     assert panel.figure.data[0].x in (None, ())  # nothing trained yet
     frozen = lab(encoder, splits, strategy="partial", k=1, bn="freeze")
     assert report_tables(frozen.report.value)[0][1]["encoder.3"] == ("0", "frozen stats")

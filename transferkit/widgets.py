@@ -766,6 +766,7 @@ def finetune_lab(
         show_report()
 
     choice.observe(guarded(panel.status, on_strategy), names="value")
+    labels.observe(guarded(panel.status, prompt), names="value")
     button.on_click(guarded(panel.status, train_now))
     panel.controls = {"strategy": choice, "labels per class": labels, "learning rate": rate,
                       "epochs per stage": n_epochs, "train": button, "progress": bar}
