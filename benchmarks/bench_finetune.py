@@ -38,13 +38,12 @@ for the step). Nothing fails: timings belong here, not in unit tests.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 
 import torch
 import torch.nn.functional as F
-from bench_fit import interleaved
+from bench_fit import interleaved, parse_arguments
 from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
@@ -91,12 +90,7 @@ def table(title: str, times: dict[str, list[float]], base: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_arguments(__doc__)
     device = pick_device(args.device)
     splits = train_val_test_split(*load_digits(), seed=0)
     train, val = splits.train, splits.val

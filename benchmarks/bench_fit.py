@@ -103,13 +103,18 @@ def with_fit(train, val, epochs, batch, device) -> None:
         progress=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_arguments(doc: str) -> argparse.Namespace:
+    """The options every benchmark takes (the first paragraph of ``doc`` is its help)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", default=None)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments(__doc__)
     device = pick_device(args.device)
     x, y = load_digits()
     train, val, _ = train_val_test_split(x, y, seed=0)
