@@ -556,3 +556,14 @@ def test_a_linear_probe_keeps_head_and_backbone_on_one_device(digits):
     model = pretrained_classifier()
     fine_tune(model, digits.train, digits.val, strategy="linear_probe", epochs=1, progress=False)
     assert {p.device.type for p in model.parameters()} == {"cuda"}
+
+
+def test_finetune_method_accepts_partial_and_refuses_unknown_strategies(digits):
+    encoder = pretrained_classifier().encoder
+    method = finetune_method(lambda: Classifier(copy.deepcopy(encoder), 10), "partial", steps=5,
+                             k=2)
+    model = method(digits.train, digits.val, 0)  # built before the fix, "partial" was refused
+    assert torch.equal(model.encoder[0].weight, encoder[0].weight)  # below the top 2: frozen
+    assert not torch.equal(model.encoder[3].weight, encoder[3].weight)  # in the top 2: trained
+    with pytest.raises(ValueError, match="unknown strategy 'lpft'"):
+        finetune_method(lambda: None, "lpft")

@@ -849,6 +849,12 @@ def reset_parameters(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_strategy(strategy: str) -> None:
+    """Refuse a strategy name that is not one of `STRATEGIES`, listing them."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+
+
 def strategy_stages(strategy: str, n_groups: int, *, k: int = 2,
                     decay: float = ULMFIT_DECAY) -> list[tuple[str, int]]:
     """The stages of ``strategy`` on a model with ``n_groups`` layer groups, as
@@ -860,8 +866,7 @@ def strategy_stages(strategy: str, n_groups: int, *, k: int = 2,
     >>> strategy_stages("gradual", 3)
     [('top 1 of 3 groups', 2), ('top 2 of 3 groups', 1), ('top 3 of 3 groups', 0)]
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    check_strategy(strategy)
     if strategy == "partial" and not (isinstance(k, int) and 1 <= k <= n_groups):
         raise ValueError(f"partial trains the top k groups: k must be 1 … {n_groups}, got {k!r}.")
     probe = ("linear probe", n_groups - 1)
@@ -1015,7 +1020,7 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
     """
     from .experiments import epochs_for_steps
 
-    strategy_stages(strategy, 1)  # an unknown strategy fails now, not in the first trial
+    check_strategy(strategy)  # now, not in the first trial
     for taken in ("epochs", "probe_epochs", "seed", "progress"):
         if taken in options:
             raise ValueError(f"finetune_method sets {taken!r} itself; leave it out.")
@@ -1037,7 +1042,7 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
 
 __all__ = [
     "BN_POLICIES", "Classifier", "FineTuneResult", "LayerGroup", "STRATEGIES", "Stage",
-    "TrainableReport", "ULMFIT_DECAY", "bn_stats_frozen", "clear_feature_cache",
+    "TrainableReport", "ULMFIT_DECAY", "bn_stats_frozen", "check_strategy", "clear_feature_cache",
     "extract_features", "feature_drift", "feature_size", "find_head", "fine_tune",
     "finetune_method", "freeze", "freeze_bn_stats", "freeze_to", "group_learning_rates",
     "layer_groups", "no_weight_decay", "param_groups", "replace_head", "reset_parameters",

@@ -674,15 +674,14 @@ def finetune_lab(
     from .data import few_labels
     from .device import seeded
     from .experiments import budget_label, budget_words, check_budgets
-    from .finetune import STRATEGIES, fine_tune, layer_groups, strategy_stages
+    from .finetune import STRATEGIES, check_strategy, fine_tune, layer_groups, strategy_stages
     from .train import evaluate
 
     train, val, test = splits
     budgets = check_budgets(budgets, train.y)
     if budget not in budgets:
         raise ValueError(f"budget {budget!r} is not one of the budgets {budgets}.")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    check_strategy(strategy)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     if not lr > 0:
