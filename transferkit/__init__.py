@@ -17,6 +17,8 @@ One concept per module, each readable top to bottom:
 ``transferkit.finetune``  ``Classifier``, ``replace_head``, ``layer_groups``, ``freeze`` /
                           ``unfreeze`` / ``freeze_to``, ``param_groups``,
                           ``trainable_report``, ``extract_features``, ``fine_tune``
+``transferkit.models``    ``backbone(name, weights=...)``: torchvision networks with random,
+                          downloaded or local-file weights; small-image adaptation
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -37,7 +39,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
     "finetune",
-    "gd", "magics", "plots", "train", "widgets", "workspace",
+    "gd", "magics", "models", "plots", "train", "widgets", "workspace",
 }
 
 

@@ -1,0 +1,286 @@
+"""transferkit.models: torchvision backbones with random, cached or local-file weights, offline.
+
+No test downloads anything: "pre-trained" weights are files the tests write themselves,
+in the same format as torchvision's downloads.
+"""
+
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+from transferkit.checkpoint import CheckpointError
+from transferkit.finetune import (
+    clear_feature_cache,
+    extract_features,
+    find_head,
+    freeze,
+    layer_groups,
+    replace_head,
+    without_head,
+)
+from transferkit.models import (
+    FAMILIES,
+    WeightsUnavailableError,
+    adapt_to_small_images,
+    backbone,
+    cached_weights_path,
+    online,
+    save_backbone,
+    weights_enum,
+)
+
+HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v3_small": "classifier.3",
+         "mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1",
+         "convnext_tiny": "classifier.2", "vit_b_16": "heads.head"}
+CNNS = [name for name in FAMILIES if name != "vit_b_16"]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network, and an empty torch cache of our own."""
+    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    return tmp_path
+
+
+def _images(name, n=2, size=64, channels=3):
+    size = 224 if name == "vit_b_16" else size  # a ViT takes only the size it was built for
+    return torch.rand(n, channels, size, size)
+
+
+def test_families_cover_the_issue():
+    assert {"resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
+            "vit_b_16"} <= set(FAMILIES)
+    assert set(HEADS) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_builds_finds_its_head_and_takes_a_new_one(name):
+    torch.manual_seed(0)
+    model = backbone(name)  # weights=None: random, offline
+    assert find_head(model) == HEADS[name]
+    assert model.get_submodule(HEADS[name]).out_features == 1000
+    new = replace_head(model, 7)
+    assert model.get_submodule(HEADS[name]) is new
+    model.eval()
+    with torch.no_grad():
+        assert model(_images(name)).shape == (2, 7)
+    groups = layer_groups(model)  # the head is its own, last group; every parameter is grouped
+    head_group = [m for _, top in groups[-1].modules for m in top.modules()]
+    assert any(m is new for m in head_group)
+    assert sum(p.numel() for g in groups for p in g.parameters()) == sum(
+        p.numel() for p in model.parameters())
+    assert backbone(name, num_classes=3).get_submodule(HEADS[name]).out_features == 3
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_small_image_adaptation_runs_8x8_grey_digits(name):
+    model = backbone(name, num_classes=5, small_images=True, in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.rand(3, 1, 8, 8)).shape == (3, 5)
+    info = model.backbone_info
+    assert info.small_images and info.in_channels == 1
+    assert info.changes and "stride=(1, 1)" in info.changes[0]
+    assert isinstance(info.preprocess, nn.Identity)  # small inputs are used as they are
+
+
+def test_unadapted_resnet_collapses_8x8_images_that_the_adapted_one_keeps():
+    plain, small = backbone("resnet18").eval(), backbone("resnet18", small_images=True).eval()
+    with torch.no_grad():  # after the stem: 8x8 -> 2x2 with the ImageNet stem, 8x8 kept
+        assert plain.maxpool(plain.conv1(torch.rand(1, 3, 8, 8))).shape[-1] == 2
+        assert small.maxpool(small.conv1(torch.rand(1, 3, 8, 8))).shape[-1] == 8
+
+
+def test_vit_refuses_small_image_adaptation_with_the_fix():
+    with pytest.raises(ValueError, match="Resize the images to 224"):
+        backbone("vit_b_16", small_images=True)
+
+
+def test_adapt_refuses_an_unknown_network():
+    with pytest.raises(TypeError, match="by hand"):
+        adapt_to_small_images(nn.Sequential(nn.Conv2d(3, 8, 3)))
+
+
+def _cache_imagenet_weights(name="resnet18", seed=2):
+    """Write random weights where torch keeps downloaded ImageNet weights (an offline stand-in)."""
+    torch.manual_seed(seed)
+    reference = backbone(name)
+    cached = cached_weights_path(weights_enum(name, "DEFAULT"))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), cached)
+    return reference, cached
+
+
+def test_one_channel_stem_keeps_pretrained_filters_for_grey_images(offline):
+    _cache_imagenet_weights()
+    rgb = backbone("resnet18", weights="DEFAULT").eval()
+    grey = backbone("resnet18", weights="DEFAULT", in_channels=1).eval()
+    assert "RGB filters summed" in grey.backbone_info.changes[0]
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():  # a grey image is R = G = B, so summing the RGB filters is exact
+        assert torch.allclose(grey(image), rgb(image.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+# --- weights from files -------------------------------------------------------------------
+
+
+def test_local_file_round_trip_rebuilds_the_same_network(tmp_path):
+    torch.manual_seed(0)
+    source = backbone("resnet18", num_classes=5, small_images=True, in_channels=1)
+    path = save_backbone(source, tmp_path / "source.pt")
+    loaded = backbone("resnet18", weights=path)  # the file says: small images, 1 channel, 5 classes
+    assert loaded.backbone_info.small_images and loaded.backbone_info.in_channels == 1
+    assert loaded.backbone_info.weights == str(path)
+    for (key, a), (_, b) in zip(source.state_dict().items(), loaded.state_dict().items(),
+                                strict=True):
+        assert torch.equal(a, b), key
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(source.eval()(x), loaded.eval()(x))
+
+
+def test_local_file_with_a_new_head_keeps_the_body(tmp_path):
+    torch.manual_seed(0)
+    source = backbone("mobilenet_v3_small", num_classes=5, small_images=True, in_channels=1)
+    path = save_backbone(source, tmp_path / "source.pt")
+    target = backbone("mobilenet_v3_small", weights=str(path), num_classes=3)
+    assert target.classifier[3].out_features == 3
+    assert torch.equal(target.features[0][0].weight, source.features[0][0].weight)
+    assert torch.equal(target.classifier[0].weight, source.classifier[0].weight)
+
+
+def test_save_backbone_never_overwrites(tmp_path):
+    model = backbone("resnet18", num_classes=2, small_images=True)
+    path = save_backbone(model, tmp_path / "m.pt")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_backbone(backbone("resnet18", num_classes=2, small_images=True), path)
+    assert path.read_bytes() == before
+
+
+def test_save_backbone_refuses_a_model_it_cannot_rebuild(tmp_path):
+    with pytest.raises(ValueError, match="save_checkpoint"):
+        save_backbone(nn.Linear(2, 2), tmp_path / "m.pt")
+
+
+def test_a_file_of_another_family_is_refused(tmp_path):
+    path = save_backbone(backbone("resnet18", num_classes=2), tmp_path / "r.pt")
+    with pytest.raises(ValueError, match="call backbone\\('resnet18'"):
+        backbone("resnet50", weights=path)
+
+
+def test_plain_imagenet_state_dict_file_loads_then_adapts(tmp_path):
+    """A file like torchvision's download (a bare state dict): loaded into the ImageNet
+    network first; the small-image stem is then new, everything else is the file's."""
+    torch.manual_seed(1)
+    imagenet = backbone("resnet18")
+    torch.save(imagenet.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    model = backbone("resnet18", weights=tmp_path / "resnet18-f37072fd.pth", small_images=True,
+                     in_channels=1, num_classes=5)
+    assert torch.equal(model.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+    assert model.conv1.weight.shape == (64, 1, 3, 3) and model.fc.out_features == 5
+
+
+def test_corrupt_or_missing_file_gives_a_clear_error(tmp_path):
+    path = save_backbone(backbone("resnet18", num_classes=2), tmp_path / "m.pt")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        backbone("resnet18", weights=path)
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        backbone("resnet18", weights=tmp_path / "absent.pt")
+
+
+def test_a_file_that_does_not_fit_names_the_keys(tmp_path):
+    path = tmp_path / "small.pt"
+    torch.save(backbone("resnet18", small_images=True).state_dict(), path)  # no options stored
+    with pytest.raises(CheckpointError, match="conv1.weight"):
+        backbone("resnet18", weights=path)
+
+
+# --- downloadable weights, offline ---------------------------------------------------------
+
+
+def test_offline_request_for_download_fails_fast_and_says_how_to_supply_a_file(offline):
+    with pytest.raises(WeightsUnavailableError) as caught:
+        backbone("resnet18", weights="DEFAULT")
+    message = str(caught.value)
+    assert "resnet18-f37072fd.pth" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert str(offline / "torch-home") in message  # where to put the file
+    assert "weights='path/to/" in message and "weights=None" in message
+
+
+def test_cached_weights_are_used_offline(offline):
+    """Weights already in torch's cache load without any network."""
+    reference, cached = _cache_imagenet_weights()
+    assert str(offline) in str(cached)
+    model = backbone("resnet18", weights="IMAGENET1K_V1", num_classes=10)
+    assert torch.equal(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert model.fc.out_features == 10
+    assert model.backbone_info.weights == "ResNet18_Weights.IMAGENET1K_V1"
+    transform = model.backbone_info.preprocess  # the weights' own: resize, crop 224, normalise
+    assert transform(torch.rand(3, 300, 260)).shape == (3, 224, 224)
+
+
+def test_online_is_false_when_the_host_cannot_be_reached(monkeypatch):
+    monkeypatch.delenv("TRANSFERKIT_OFFLINE", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise OSError("no route")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert online() is False
+    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
+    assert online("localhost") is False
+
+
+def test_a_failed_download_gives_the_same_clear_error(offline, monkeypatch):
+    import transferkit.models as models
+
+    monkeypatch.setattr(models, "online", lambda *a, **k: True)
+
+    def broken(*args, **kwargs):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", broken)
+    with pytest.raises(WeightsUnavailableError, match="the download failed"):
+        backbone("mobilenet_v3_small", weights="DEFAULT")
+
+
+def test_unknown_names_and_weights_are_explained():
+    with pytest.raises(ValueError, match="choose one of resnet18"):
+        backbone("resnet19")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        backbone("resnet18", weights="IMAGENET9K")
+    with pytest.raises(ValueError, match="pretrained=True is now weights='DEFAULT'"):
+        backbone("resnet18", weights=True)
+    from torchvision.models import ResNet50_Weights
+
+    with pytest.raises(ValueError, match="another network"):
+        backbone("resnet18", weights=ResNet50_Weights.DEFAULT)
+
+
+# --- frozen backbones and the feature cache ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnext_tiny"])
+def test_cached_features_equal_the_backbone_output(name):
+    clear_feature_cache()
+    torch.manual_seed(0)
+    model = backbone(name, num_classes=4, small_images=True, in_channels=1)
+    freeze(model, bn="freeze")
+    x = torch.rand(6, 1, 8, 8)
+    with without_head(model):
+        features = extract_features(model, x)
+        again = extract_features(model, x)  # from the cache
+        with torch.no_grad():
+            direct = model.eval()(x)
+    assert features.shape == (6, model.get_submodule(find_head(model)).in_features)
+    assert torch.allclose(features, direct, atol=1e-6)
+    assert torch.equal(again, features)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # changed weights are computed afresh
+    with without_head(model):
+        assert not torch.allclose(extract_features(model, x), features)

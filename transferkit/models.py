@@ -1,0 +1,382 @@
+"""Pre-trained backbones from torchvision, online or offline.
+
+The source articles load a pre-trained network with ``resnet50(pretrained=True)``.
+torchvision replaced ``pretrained=True`` with ``weights=``, and a course that
+runs offline needs a third way to get weights: a file. `backbone` gives all
+three behind one call::
+
+    backbone("resnet18")                                   # random weights
+    backbone("resnet18", weights="DEFAULT")                # ImageNet weights (download)
+    backbone("resnet18", weights="IMAGENET1K_V1")          # a named set of weights
+    backbone("resnet18", weights="artifacts/source.pt")    # weights from a file
+
+Weights that must be downloaded are looked for in torch's cache first
+(``torch.hub.get_dir()/checkpoints``); only if they are not there is the network
+tried. Offline, the call fails at once with `WeightsUnavailableError`, which
+says which file is needed, where to put it, and how to pass it instead.
+
+Every model comes with the preprocessing its weights expect, as
+``model.backbone_info.preprocess``: for ImageNet weights, the weights' own
+transform (resize, centre crop, normalise with ImageNet's mean and std; the
+articles write it out by hand with ``transforms.Compose``). ``backbone_info``
+also says how the model was built; `save_backbone` stores it with the weights, so that
+``backbone(name, weights=path)`` rebuilds the same network from the file.
+
+**Small images.** ImageNet networks shrink their input 32 times (ResNet: a
+stride-2 7×7 convolution, then a stride-2 max pool, then three stride-2
+stages), so an 8×8 digit would be less than a pixel by the second layer.
+``small_images=True`` makes the change explicit (`adapt_to_small_images`): the
+first convolution becomes a 3×3 convolution with stride 1 and ResNet's max pool
+is removed; ``in_channels`` sets the number of input channels (1 for grey
+images). The new first layer starts untrained, even with pre-trained weights;
+everything after it keeps its weights. ViT cannot be adapted this way (its
+position embeddings are made for 14×14 patches of 16×16 pixels): resize small
+images to 224 pixels instead.
+
+Families: ``resnet18``, ``resnet50`` (head ``fc``), ``mobilenet_v3_small``,
+``mobilenet_v3_large``, ``efficientnet_b0``, ``convnext_tiny`` (head
+``classifier[-1]``) and ``vit_b_16`` (head ``heads.head``). The rest of the
+library (`transferkit.finetune`'s ``replace_head``, ``layer_groups``,
+``freeze``, ``extract_features`` …) works on all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+FAMILIES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
+            "efficientnet_b0", "convnext_tiny", "vit_b_16")
+DOWNLOAD_HOST = "download.pytorch.org"
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pre-trained weights were asked for, but they are not here and cannot be downloaded."""
+
+
+# --- 1. which weights -------------------------------------------------------------------
+
+
+def _check_family(name: str) -> None:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(FAMILIES)}.")
+
+
+def weights_enum(name: str, weights: Any) -> Any:
+    """torchvision's weights object for ``weights`` ("DEFAULT", "IMAGENET1K_V1",
+    "ResNet18_Weights.IMAGENET1K_V1" or the object itself) of the family ``name``."""
+    from torchvision.models import WeightsEnum, get_model_weights
+
+    _check_family(name)
+    family = get_model_weights(name)
+    if isinstance(weights, WeightsEnum):
+        if not isinstance(weights, family):
+            raise ValueError(f"{weights} are weights for another network; {name} takes "
+                             f"{family.__name__}.{{{', '.join(family.__members__)}}}.")
+        return weights
+    if isinstance(weights, bool):
+        raise ValueError("weights must name the weights: torchvision's pretrained=True is now "
+                         "weights='DEFAULT'; pretrained=False is weights=None.")
+    member = str(weights).removeprefix(f"{family.__name__}.")
+    if member == "DEFAULT":
+        return family.DEFAULT
+    if member in family.__members__:
+        return family[member]
+    raise ValueError(
+        f"{name} has no weights called {weights!r}. Choose one of "
+        f"{', '.join(['DEFAULT', *family.__members__])}, give the path of a weights file "
+        "(ending in .pt or .pth), or pass weights=None for random weights."
+    )
+
+
+def _is_file(weights: Any) -> bool:
+    if isinstance(weights, Path):
+        return True
+    if not isinstance(weights, str):
+        return False
+    return ("/" in weights or os.sep in weights or weights.endswith(_FILE_SUFFIXES)
+            or Path(weights).expanduser().exists())
+
+
+def cached_weights_path(weights: Any) -> Path:
+    """Where torch keeps the downloaded file of ``weights`` (it may not exist yet)."""
+    filename = os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def online(host: str = DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    """Can this machine open a connection to ``host``? False at once when the
+    environment variable ``TRANSFERKIT_OFFLINE`` is set (to anything but 0)."""
+    if os.environ.get("TRANSFERKIT_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, weights: Any, reason: str) -> WeightsUnavailableError:
+    target = cached_weights_path(weights)
+    return WeightsUnavailableError("\n".join([
+        f"{name}: the pre-trained weights {weights} are not on this machine, and {reason}.",
+        f"  looked for: {target}",
+        "To use them offline, download this file on a machine with internet access:",
+        f"  {weights.url}",
+        f"then either copy it to {target.parent}/ (it is then found by itself), or pass the "
+        f"file: backbone({name!r}, weights='path/to/{target.name}').",
+        f"Or start from random weights: backbone({name!r}, weights=None).",
+    ]))
+
+
+def fetch_weights(name: str, weights: Any, progress: bool = True) -> Path:
+    """Make sure the file of ``weights`` is in torch's cache: download it if it is
+    missing and the network can be reached; otherwise `WeightsUnavailableError`."""
+    weights = weights_enum(name, weights)
+    path = cached_weights_path(weights)
+    if path.is_file():
+        return path
+    if not online():
+        raise _unavailable(name, weights, f"{DOWNLOAD_HOST} cannot be reached (offline)")
+    try:  # downloads into the cache and checks the file's hash
+        torch.hub.load_state_dict_from_url(weights.url, progress=progress, check_hash=True)
+    except OSError as err:  # URLError, a refused connection, a full disk …
+        raise _unavailable(name, weights, f"the download failed ({err})") from None
+    return path
+
+
+# --- 2. small images --------------------------------------------------------------------
+
+
+def _stem_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    new = nn.Conv2d(in_channels, old.out_channels, kernel_size=3, stride=1, padding=1,
+                    bias=old.bias is not None)
+    return new.to(device=old.weight.device, dtype=old.weight.dtype)
+
+
+def adapt_to_small_images(model: nn.Module, in_channels: int = 3) -> list[str]:
+    """Make an ImageNet network fit small images (8×8 to 32×32); returns what changed.
+
+    ResNet: ``conv1`` (7×7, stride 2) becomes a 3×3 convolution with stride 1 and
+    the max pool is removed, as ResNets for CIFAR do. MobileNetV3, EfficientNet
+    and ConvNeXt: the first convolution (stride 2, or ConvNeXt's 4×4 "patchify"
+    with stride 4) becomes a 3×3 convolution with stride 1. The new first layer
+    takes ``in_channels`` channels and is untrained. ViT is refused (resize the
+    images to 224 instead).
+    """
+    from torchvision.models import ConvNeXt, EfficientNet, MobileNetV3, ResNet, VisionTransformer
+
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}.")
+    if isinstance(model, VisionTransformer):
+        raise ValueError(
+            "a ViT cannot be adapted to small images: it cuts the image into 16×16 patches "
+            "and has a position embedding for each patch of a 224×224 image. Resize the "
+            "images to 224×224 (model.preprocess does) or choose a CNN such as 'resnet18'."
+        )
+    if isinstance(model, ResNet):
+        old = model.conv1
+        model.conv1 = _stem_conv(old, in_channels)
+        model.maxpool = nn.Identity()
+        return [f"conv1: {old} -> {model.conv1} (untrained)", "maxpool: removed"]
+    if isinstance(model, (MobileNetV3, EfficientNet, ConvNeXt)):
+        old = model.features[0][0]
+        model.features[0][0] = _stem_conv(old, in_channels)
+        return [f"features.0.0: {old} -> {model.features[0][0]} (untrained)"]
+    raise TypeError(f"adapt_to_small_images knows ResNet, MobileNetV3, EfficientNet and "
+                    f"ConvNeXt, not {type(model).__name__}; change its first layer by hand.")
+
+
+def _set_in_channels(model: nn.Module, in_channels: int) -> list[str]:
+    """Keep the stem but take ``in_channels`` channels: its pre-trained filters are
+    summed over RGB for 1 channel (a grey image is R = G = B), else it is rebuilt."""
+    name = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    old = model.get_submodule(name)
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    bias=old.bias is not None).to(old.weight.device)
+    with torch.no_grad():
+        if in_channels == 1:
+            new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    kept = "RGB filters summed" if in_channels == 1 else "untrained"
+    return [f"{name}: {old} -> {new} ({kept})"]
+
+
+# --- 3. preprocessing -------------------------------------------------------------------
+
+
+def preprocess(name: str, weights: Any = None, *, small_images: bool = False) -> nn.Module:
+    """The transform a model's inputs need (a module: call it on an image batch).
+
+    With torchvision weights: those weights' transform. Otherwise the family's
+    ImageNet transform (what its pre-trained weights expect), except for a
+    small-image network, whose inputs are used as they are (``nn.Identity``;
+    normalise them the way its source task was trained).
+    """
+    from torchvision.models import WeightsEnum, get_model_weights
+
+    _check_family(name)
+    if small_images:
+        return nn.Identity()
+    if not isinstance(weights, WeightsEnum):
+        weights = get_model_weights(name).DEFAULT
+    return weights.transforms()
+
+
+# --- 4. the backbone --------------------------------------------------------------------
+
+
+def _adapt(model: nn.Module, small_images: bool, in_channels: int) -> list[str]:
+    if small_images:
+        return adapt_to_small_images(model, in_channels)
+    if in_channels != 3:
+        return _set_in_channels(model, in_channels)
+    return []
+
+
+def _saved_options(name: str, ckpt: dict) -> dict[str, Any] | None:
+    """The options a `save_backbone` file was built with; None for a plain state dict."""
+    saved = (ckpt.get("meta") or {}).get("backbone")
+    if saved and saved.get("name") != name:
+        raise ValueError(f"the file holds a {saved.get('name')!r} backbone, not {name!r}; "
+                         f"call backbone({saved.get('name')!r}, weights=...).")
+    return saved or None
+
+
+def _load_file(name: str, path: Path, small_images: bool, in_channels: int
+               ) -> tuple[nn.Module, list[str], bool, int]:
+    from torchvision.models import get_model
+
+    from .checkpoint import load_checkpoint, read_checkpoint
+    from .finetune import find_head, replace_head
+
+    ckpt = read_checkpoint(path)  # safe loading; a clear error for a missing or bad file
+    saved = _saved_options(name, ckpt)
+    model = get_model(name, weights=None)
+    changes: list[str] = []
+    if saved:  # rebuild the network exactly as it was saved, then load
+        small_images, in_channels = bool(saved["small_images"]), int(saved["in_channels"])
+        changes = _adapt(model, small_images, in_channels)
+    head = find_head(model)
+    if f"{head}.weight" in ckpt["model"]:  # the file's head may have another size
+        replace_head(model, int(ckpt["model"][f"{head}.weight"].shape[0]))
+    load_checkpoint(path, model)
+    if not saved:  # plain ImageNet-style weights: adapt after loading, as for a download
+        changes = _adapt(model, small_images, in_channels)
+    return model, changes, small_images, in_channels
+
+
+@dataclass
+class BackboneInfo:
+    """How `backbone` built a model (kept as ``model.backbone_info``)."""
+
+    name: str
+    weights: str | None  # the torchvision weights, the file, or None (random)
+    small_images: bool
+    in_channels: int
+    changes: list[str]  # what `adapt_to_small_images` changed
+    preprocess: Any  # call it on a batch of images before the model (see `preprocess`)
+
+    def options(self) -> dict[str, Any]:
+        """What `save_backbone` stores to rebuild the network."""
+        return {"name": self.name, "small_images": self.small_images,
+                "in_channels": self.in_channels}
+
+
+def backbone(
+    name: str,
+    weights: Any = None,
+    *,
+    num_classes: int | None = None,
+    small_images: bool = False,
+    in_channels: int = 3,
+    progress: bool = True,
+) -> nn.Module:
+    """A torchvision network, with random, downloaded or local-file weights.
+
+    Args:
+        name: one of `FAMILIES`, e.g. ``"resnet18"``.
+        weights: None (random), a torchvision weights name or object (``"DEFAULT"``,
+            ``"IMAGENET1K_V1"``, ``ResNet18_Weights.DEFAULT``), or the path of a
+            file: a `save_backbone` / `transferkit.checkpoint.save_checkpoint`
+            file, or a plain state dict such as torchvision's own download.
+        num_classes: the size of the head. Default: the weights' (1000 for
+            ImageNet, the file's own for a file); another number gives a new,
+            untrained head (`transferkit.finetune.replace_head`).
+        small_images: adapt the first layer to small inputs
+            (`adapt_to_small_images`) after the weights are loaded. A file saved
+            by `save_backbone` records how it was built; that wins.
+        in_channels: input channels (1 for grey images).
+        progress: show a progress bar while downloading.
+
+    Raises `WeightsUnavailableError` (offline, weights not cached), ValueError for
+    an unknown name or weights, `transferkit.checkpoint.CheckpointError` for a
+    file that is corrupt or does not fit, FileNotFoundError for a missing file.
+
+    >>> model = backbone("resnet18", num_classes=5, small_images=True, in_channels=1)
+    >>> model(torch.zeros(2, 1, 8, 8)).shape    # a batch of two 8×8 grey images
+    torch.Size([2, 5])
+    >>> model.backbone_info.changes[-1]
+    'maxpool: removed'
+    """
+    from torchvision.models import get_model
+
+    from .finetune import find_head, replace_head
+
+    _check_family(name)
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if weights is None:
+        model = get_model(name, weights=None, num_classes=num_classes or 1000)
+        changes, source = _adapt(model, small_images, in_channels), None
+    elif _is_file(weights):
+        source = str(Path(weights).expanduser())
+        model, changes, small_images, in_channels = _load_file(
+            name, Path(source), small_images, in_channels)
+    else:
+        weights = weights_enum(name, weights)
+        fetch_weights(name, weights, progress)
+        model = get_model(name, weights=weights)  # reads the file fetch_weights made sure of
+        changes, source = _adapt(model, small_images, in_channels), str(weights)
+    head = model.get_submodule(find_head(model))
+    if num_classes is not None and num_classes != head.out_features:
+        replace_head(model, num_classes)
+    model.backbone_info = BackboneInfo(name, source, small_images, in_channels, changes,
+                                       preprocess(name, weights, small_images=small_images))
+    return model
+
+
+def save_backbone(model: nn.Module, path: str | Path, *, overwrite: bool = False,
+                  meta: dict[str, Any] | None = None) -> Path:
+    """Save a `backbone` model so that ``backbone(name, weights=path)`` rebuilds it.
+
+    The file is a `transferkit.checkpoint` file (atomic, never overwrites unless
+    asked) whose ``meta["backbone"]`` records the family and the small-image
+    options. Returns the path.
+    """
+    from .checkpoint import save_checkpoint
+
+    info = getattr(model, "backbone_info", None)
+    if not isinstance(info, BackboneInfo):
+        raise ValueError("this model was not built by transferkit.models.backbone, so the file "
+                         "could not say how to rebuild it; save it with save_checkpoint.")
+    return save_checkpoint(path, model, meta={**(meta or {}), "backbone": info.options()},
+                           overwrite=overwrite)
+
+
+__all__ = [
+    "BackboneInfo", "DOWNLOAD_HOST", "FAMILIES", "WeightsUnavailableError",
+    "adapt_to_small_images", "backbone", "cached_weights_path", "fetch_weights", "online",
+    "preprocess", "save_backbone", "weights_enum",
+]
