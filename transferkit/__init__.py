@@ -19,6 +19,8 @@ One concept per module, each readable top to bottom:
                           ``trainable_report``, ``extract_features``, ``fine_tune``
 ``transferkit.models``    ``backbone(name, weights=...)``: torchvision networks with random,
                           downloaded or local-file weights; small-image adaptation
+``transferkit.transferability``  copy the first n layers, frozen or fine-tuned: the
+                          ``transferability_study`` of Yosinski et al. (2014)
 ``transferkit.plots``     pure figure builders (data in, plotly figure out)
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
@@ -39,7 +41,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
     "finetune",
-    "gd", "magics", "models", "plots", "train", "widgets", "workspace",
+    "gd", "magics", "models", "transferability", "plots", "train", "widgets", "workspace",
 }
 
 

@@ -1,0 +1,105 @@
+"""Lesson 05's transferability figure and lab, without a browser."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferkit import plots, widgets
+from transferkit.data import load_digits, split_classes, train_val_test_split
+from transferkit.transferability import summarise_transfer
+
+
+def study_rows():
+    """Rows as transferability_study returns them: baseline + 2 depths × 2 modes, 3 seeds."""
+    rows = []
+    for method, acc in (("target only", 0.80), ("frozen 1", 0.82), ("fine-tuned 1", 0.83),
+                        ("frozen 2", 0.70), ("fine-tuned 2", 0.84)):
+        for budget in (5, None):
+            for seed in range(3):
+                rows.append({"method": method, "budget": budget, "seed": seed,
+                             "test_accuracy": acc + (0.1 if budget is None else 0)
+                             + 0.01 * seed})
+    return rows
+
+
+def test_transferability_figure_draws_modes_against_n_and_the_baseline():
+    summary = summarise_transfer(study_rows())
+    fig = plots.transferability_figure(summary, budget=5, layer_names=["conv1", "conv2"],
+                                       baselines={"logistic regression": (0.9, 0.02)})
+    named = {t.name: t for t in fig.data if t.name}
+    assert set(named) == {"target only (n = 0)", "logistic regression", "frozen", "fine-tuned"}
+    assert list(named["frozen"].x) == [1, 2]
+    assert np.allclose(named["frozen"].y, [0.83, 0.71])
+    assert np.allclose(named["fine-tuned"].y, [0.84, 0.85])
+    assert np.allclose(named["frozen"].error_y.array, [0.01, 0.01])
+    assert np.allclose(named["target only (n = 0)"].y, [0.81, 0.81])
+    assert list(fig.layout.xaxis.ticktext) == ["1: conv1", "2: conv2"]
+    every = plots.transferability_figure(summary, budget="all")
+    assert np.allclose({t.name: t for t in every.data}["frozen"].y, [0.93, 0.81])
+    star = plots.transferability_figure(summary, budget=5,
+                                        highlight={"mode": "frozen", "n": 2, "accuracy": 0.5})
+    assert star.data[-1].marker.symbol == "star" and list(star.data[-1].y) == [0.5]
+
+
+def test_transferability_figure_explains_bad_input():
+    summary = summarise_transfer(study_rows())
+    with pytest.raises(ValueError, match="several label budgets"):
+        plots.transferability_figure(summary)
+    with pytest.raises(ValueError, match="summarise_transfer"):
+        plots.transferability_figure(study_rows())
+    with pytest.raises(ValueError, match="empty"):
+        plots.transferability_figure([])
+
+
+def small_cnn(num_classes=5):
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 64, num_classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def target():
+    digits = load_digits(images=True)
+    _, tgt = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
+    return train_val_test_split(tgt.x, tgt.y, seed=0)
+
+
+def test_lab_trains_the_chosen_copy_and_marks_it(target):
+    torch.manual_seed(0)
+    source = small_cnn()
+    summary = summarise_transfer(study_rows())
+    panel = widgets.transferability_lab(source, small_cnn, target, summary=summary,
+                                        budgets=(5, None), budget=5, steps=5)
+    controls = panel.controls
+    assert "press train" in panel.status.value
+    before = len(panel.figure.data)
+    controls["layers copied (n)"].value = 2
+    controls["copied layers"].value = "frozen"
+    controls["train"].click()
+    status = panel.status.value
+    assert "error" not in status, status
+    assert "frozen copy of the first 2 group(s)" in status and "target test accuracy" in status
+    assert "the study: 0.710" in status  # compared with the study's frozen n = 2
+    assert panel.figure.data[-1].marker.symbol == "star" and len(panel.figure.data) == before + 1
+    assert torch.equal(panel.model[3].weight, source[3].weight)  # copied and frozen
+    assert not panel.model[3].weight.requires_grad
+
+
+def test_lab_without_a_study_plots_your_own_runs(target):
+    panel = widgets.transferability_lab(small_cnn(), small_cnn, target, budgets=(5,), budget=5,
+                                        n=0, steps=5)
+    assert "press train" in panel.figure.layout.title.text
+    panel.controls["train"].click()
+    assert "target-only network" in panel.status.value
+    assert "your runs" in panel.figure.layout.title.text
+    assert any(t.name == "target only (n = 0)" for t in panel.figure.data)
+
+
+def test_lab_refuses_bad_settings(target):
+    with pytest.raises(ValueError, match="from 0 to 2"):
+        widgets.transferability_lab(small_cnn(), small_cnn, target, n=5)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        widgets.transferability_lab(small_cnn(), small_cnn, target, mode="thawed")

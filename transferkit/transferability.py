@@ -1,0 +1,171 @@
+"""How transferable are features? The layer-copying experiment of Yosinski et al. (2014).
+
+Train a network A on a *source* task. For a *target* task, build a new network
+of the same shape, copy A's first ``n`` layer groups into it, and train the rest
+on the target:
+
+* **frozen** (the paper's AnB): the copied layers stay as they are (their
+  BatchNorm statistics too); only the layers above them learn;
+* **fine-tuned** (AnB⁺): the copied layers are only the starting point; every
+  layer learns.
+
+``n = 0`` copies nothing: the *target-only* baseline (the paper's BaseB). Plot
+target accuracy against ``n`` and you see how general each layer is. The paper
+(ImageNet, two halves of the classes) found frozen transfer losing accuracy as
+``n`` grows, because higher layers are specific to the source classes (and, in
+the middle, because layers that were trained together co-adapt), while
+fine-tuned transfer never fell below the baseline and even beat it.
+
+>>> import torch
+>>> from torch import nn
+>>> source = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3))
+>>> target = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3))
+>>> _ = copy_first_groups(source, target, 1, frozen=True)
+>>> torch.equal(target[0].weight, source[0].weight), target[0].weight.requires_grad
+(True, False)
+
+`transferability_study` runs the whole grid (depths × frozen / fine-tuned ×
+label budgets × seeds) through `transferkit.experiments.label_budget_study`,
+and `summarise_transfer` turns it into one row per (mode, n, budget).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from .data import Data
+from .device import seeded
+
+MODES = ("frozen", "fine-tuned")
+BASELINE = "target only"
+
+
+def _groups_below_head(model: nn.Module) -> list:
+    from .finetune import layer_groups
+
+    return layer_groups(model)[:-1]  # the head belongs to its task: it is never copied
+
+
+def max_depth(model: nn.Module) -> int:
+    """How many layer groups sit below the head: the largest ``n`` that can be copied."""
+    return len(_groups_below_head(model))
+
+
+def copy_first_groups(source: nn.Module, target: nn.Module, n: int, *,
+                      frozen: bool) -> nn.Module:
+    """Copy the weights (and BatchNorm statistics) of ``source``'s first ``n`` layer
+    groups into ``target``, which has the same layers below the head; with
+    ``frozen=True`` freeze them, BatchNorm statistics included (``bn="freeze"``).
+    Returns ``target``."""
+    from .finetune import freeze
+
+    have, want = _groups_below_head(source), _groups_below_head(target)
+    if [[name for name, _ in g.modules] for g in have] != [[name for name, _ in g.modules]
+                                                             for g in want]:
+        raise ValueError("source and target must have the same layers below the head; build "
+                         "both with the same function (only the head's size may differ).")
+    if not isinstance(n, int) or not 0 <= n <= len(have):
+        raise ValueError(f"n must be an integer from 0 to {len(have)} (the layer groups below "
+                         f"the head: {', '.join(g.name for g in have)}), got {n!r}.")
+    for mine, theirs in zip(want[:n], have[:n], strict=True):
+        for (_, module), (_, original) in zip(mine.modules, theirs.modules, strict=True):
+            module.load_state_dict(original.state_dict())
+    if frozen and n:
+        freeze(target, slice(0, n), bn="freeze")
+    return target
+
+
+def transfer_method(source: nn.Module, make_model: Callable[[], nn.Module], n: int,
+                    mode: str = "frozen", *, steps: int = 150, batch_size: int = 64,
+                    **fit_options: Any) -> Callable[[Data, Any, int], nn.Module]:
+    """A `transferkit.experiments` study method: a fresh ``make_model()``, the first
+    ``n`` groups copied from ``source`` (`copy_first_groups`), then ``steps``
+    optimizer steps of `transferkit.train.fit` on the labelled target examples.
+    ``fit_options`` go to `fit` (``lr``, ``optimizer`` …)."""
+    from .experiments import epochs_for_steps
+    from .train import fit
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+
+    def method(train: Data, val: Any, seed: int) -> nn.Module:
+        with seeded(seed):  # the same new layers for a seed; your RNG is left alone
+            model = copy_first_groups(source, make_model(), n, frozen=mode == "frozen")
+            epochs = epochs_for_steps(len(train), batch_size, steps)
+            fit(model, train, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                **fit_options)
+        return model
+
+    method.__name__ = f"{mode} {n}"
+    return method
+
+
+def study_methods(source: nn.Module, make_model: Callable[[], nn.Module],
+                  depths: Iterable[int] | None = None, modes: Sequence[str] = MODES,
+                  **options: Any) -> dict[str, Callable]:
+    """The methods of the grid, named ``"target only"``, ``"frozen 1"``,
+    ``"fine-tuned 1"`` …; ``depths`` default to 1 … `max_depth`."""
+    depths = range(1, max_depth(source) + 1) if depths is None else depths
+    methods = {BASELINE: transfer_method(source, make_model, 0, "fine-tuned", **options)}
+    for n in depths:
+        if n == 0:
+            continue  # n = 0 is the baseline, whatever the mode
+        for mode in modes:
+            methods[f"{mode} {n}"] = transfer_method(source, make_model, n, mode, **options)
+    return methods
+
+
+def parse_method(name: str) -> tuple[str, int]:
+    """``"frozen 3"`` → ("frozen", 3); ``"target only"`` → ("target only", 0)."""
+    if name == BASELINE:
+        return BASELINE, 0
+    mode, _, n = name.rpartition(" ")
+    if mode not in MODES or not n.isdigit():
+        raise ValueError(f"{name!r} is not a transferability method ('frozen 2', "
+                         "'fine-tuned 2' or 'target only').")
+    return mode, int(n)
+
+
+def transferability_study(source: nn.Module, make_model: Callable[[], nn.Module], splits,
+                          *, depths: Iterable[int] | None = None, modes: Sequence[str] = MODES,
+                          budgets: Iterable[int | None] = (10,), seeds: Iterable[int] = (0, 1, 2),
+                          progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Run the layer-copying grid on the target ``splits`` (train, val, test).
+
+    One trial per (method, budget, seed), as in
+    `transferkit.experiments.label_budget_study` (whose rows these are), with two
+    more columns: ``mode`` (frozen, fine-tuned or target only) and ``n``.
+    ``options`` go to `transfer_method` (``steps``, ``lr`` …).
+    """
+    from .experiments import label_budget_study
+
+    methods = study_methods(source, make_model, depths, modes, **options)
+    rows = label_budget_study(methods, splits, budgets=budgets, seeds=seeds, progress=progress)
+    for row in rows:
+        row["mode"], row["n"] = parse_method(row["method"])
+    return rows
+
+
+def summarise_transfer(rows: Sequence[dict[str, Any]],
+                       metric: str = "test_accuracy") -> list[dict[str, Any]]:
+    """One row per (mode, n, budget): ``mean``, ``std`` over seeds, ``n_seeds``.
+    The baseline appears once per budget, with mode "target only" and n = 0."""
+    if not rows:
+        raise ValueError("no rows to summarise; run transferability_study first.")
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        mode, n = parse_method(row["method"])
+        groups.setdefault((mode, n, row["budget"]), []).append(float(row[metric]))
+    return [{"mode": mode, "n": n, "budget": budget, "metric": metric,
+             "mean": statistics.fmean(values),
+             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+             "n_seeds": len(values)}
+            for (mode, n, budget), values in groups.items()]
+
+
+__all__ = ["BASELINE", "MODES", "copy_first_groups", "max_depth", "parse_method",
+           "study_methods", "summarise_transfer", "transfer_method", "transferability_study"]
