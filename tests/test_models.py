@@ -284,3 +284,13 @@ def test_cached_features_equal_the_backbone_output(name):
         next(model.parameters()).add_(1.0)  # changed weights are computed afresh
     with without_head(model):
         assert not torch.allclose(extract_features(model, x), features)
+
+
+def test_small_cnn_has_four_conv_groups_below_its_head():
+    from transferkit.models import small_cnn
+
+    net = small_cnn(5, width=8)
+    assert [g.name for g in layer_groups(net)] == ["conv1", "conv2", "conv3", "conv4", "head"]
+    assert find_head(net) == "head.2" and net.head[2].out_features == 5
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 5)
+    assert net.conv4[0].out_channels == 4 * 8

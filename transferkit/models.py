@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,38 @@ def backbone(
     return model
 
 
+# --- 5. a small CNN of our own -------------------------------------------------------------
+
+
+def _conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+              nn.BatchNorm2d(out_channels), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+def small_cnn(num_classes: int = 10, *, width: int = 16, in_channels: int = 1) -> nn.Sequential:
+    """A small CNN for 8×8 images, quick enough to train dozens of times in a lesson.
+
+    Four blocks ``conv1`` … ``conv4`` (3×3 convolution, BatchNorm, ReLU) with
+    ``width``, 2·width, 4·width and 4·width channels, a 2×2 max pool after blocks
+    2 and 4 (8×8 → 4×4 → 2×2), then ``head``: average pool and a linear layer.
+    Each block is one layer group (`transferkit.finetune.layer_groups`), the unit
+    that lesson 05 copies, freezes or fine-tunes.
+
+    >>> net = small_cnn(5)
+    >>> net(torch.zeros(3, 1, 8, 8)).shape
+    torch.Size([3, 5])
+    """
+    w = width
+    return nn.Sequential(OrderedDict(
+        conv1=_conv_block(in_channels, w, pool=False),
+        conv2=_conv_block(w, 2 * w, pool=True),
+        conv3=_conv_block(2 * w, 4 * w, pool=False),
+        conv4=_conv_block(4 * w, 4 * w, pool=True),
+        head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes)),
+    ))
+
+
 def save_backbone(model: nn.Module, path: str | Path, *, overwrite: bool = False,
                   meta: dict[str, Any] | None = None) -> Path:
     """Save a `backbone` model so that ``backbone(name, weights=path)`` rebuilds it.
@@ -378,5 +411,5 @@ def save_backbone(model: nn.Module, path: str | Path, *, overwrite: bool = False
 __all__ = [
     "BackboneInfo", "DOWNLOAD_HOST", "FAMILIES", "WeightsUnavailableError",
     "adapt_to_small_images", "backbone", "cached_weights_path", "fetch_weights", "online",
-    "preprocess", "save_backbone", "weights_enum",
+    "preprocess", "save_backbone", "small_cnn", "weights_enum",
 ]
