@@ -323,4 +323,22 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
+    "05_cnn_transfer.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, WIDGET_BUTTON, PLOTLY_PLOT, readout_beside("layers copied (n)")),
+        interactions=(
+            press_slider(
+                "layers copied (n)",
+                keys=("ArrowLeft",),
+                watch=readout_beside("layers copied (n)"),
+                before=r"press train: frozen copy of the first 4 group\(s\)",
+                expect=r"press train: frozen copy of the first 3 group\(s\) \(conv1, conv2, "
+                       r"conv3\), 3 labels per class",
+            ),
+            press_button(
+                "train",
+                watch=readout_beside("layers copied (n)"),
+                expect=r"target test accuracy \d\.\d{3} \(the study: \d\.\d{3}",
+            ),
+        ),
+    ),
 }

@@ -110,3 +110,24 @@ def test_lesson_04_checks_recompute_the_answers():
     assert check("04.momentum_drift", 0.09)
     assert "zeroed, not removed" in check("04.momentum_drift", 0).message
     assert not check("04.momentum_drift", 0.1)
+
+
+def test_lesson_05_checks_recompute_the_answers():
+    import torch
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    for p in model.parameters():
+        p.requires_grad = False
+    model.fc = torch.nn.Linear(model.fc.in_features, 10)  # the articles' recipe, CIFAR-10
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert check("05.articles_recipe_trainable", trainable)
+    assert "bias" in check("05.articles_recipe_trainable", trainable - 10).message
+    assert "ImageNet" in check("05.articles_recipe_trainable", 2048 * 1000 + 1000).message
+
+    bn = torch.nn.BatchNorm1d(1)  # what PyTorch does: ten batches of mean 1, in train() mode
+    for _ in range(10):
+        bn(torch.ones(4, 1))
+    assert check("05.bn_running_mean", float(bn.running_mean))
+    assert "remaining" in check("05.bn_running_mean", 1.0).message
+    assert not check("05.bn_running_mean", 0.5)

@@ -389,3 +389,39 @@ def _momentum_drift(answer: Any) -> tuple[bool, str]:
                        "becomes 0.9·buffer + 0.")
     return False, ("SGD with momentum: buf ← β·buf + g, then w ← w − lr·buf. Here buf was 1, g is "
                    "now 0, β = 0.9 and lr = 0.1.")
+
+
+# --- lesson 05: CNN transfer ------------------------------------------------------------
+
+
+@register("05.articles_recipe_trainable")
+def _articles_recipe_trainable(answer: Any) -> tuple[bool, str]:
+    from .models import backbone
+
+    features = backbone("resnet50").fc.in_features
+    right = features * 10 + 10  # a new Linear(features, 10): weights and biases
+    if close(answer, right, rel=0):
+        return True, "right: only the new fc trains, its weights and its biases."
+    if close(answer, features * 10, rel=0):
+        return False, "almost: the new layer has a bias for each class too."
+    if close(answer, features * 1000 + 1000, rel=0):
+        return False, "that is ImageNet's head (1000 classes); the new fc has one row per class."
+    return False, ("everything but the new fc is frozen. How many inputs does model.fc take "
+                   "(model.fc.in_features), and how many classes does CIFAR-10 have?")
+
+
+@register("05.bn_running_mean")
+def _bn_running_mean(answer: Any) -> tuple[bool, str]:
+    momentum, batches = 0.1, 10
+    right = 1 - (1 - momentum) ** batches  # m ← (1 − momentum)·m + momentum·1, from m = 0
+    if close(answer, right, rel=1e-3):
+        return True, ("right: 1 − 0.9¹⁰. Ten batches in train() mode move a 'frozen' network's "
+                      "statistics two thirds of the way to the new data.")
+    if close(answer, momentum * batches, rel=1e-3):
+        return False, ("each update moves the running mean 10% of the *remaining* distance, not "
+                       "10% of the batch mean every time.")
+    if close(answer, 0.0, abs_=1e-9):
+        return False, ("requires_grad=False does not stop it: in train() mode every forward pass "
+                       "updates the running statistics.")
+    return False, ("PyTorch updates running_mean ← (1 − momentum)·running_mean + momentum·"
+                   "batch_mean. Apply it 10 times, starting from 0, with batch mean 1.")
