@@ -224,16 +224,27 @@ def test_cached_weights_are_used_offline(offline):
     assert transform(torch.rand(3, 300, 260)).shape == (3, 224, 224)
 
 
-def test_online_is_false_when_the_host_cannot_be_reached(monkeypatch):
+def test_online_asks_the_network_unless_told_it_is_offline(monkeypatch):
+    import contextlib
+
     monkeypatch.delenv("TRANSFERKIT_OFFLINE", raising=False)
+    calls = []
 
-    def refuse(*args, **kwargs):
-        raise OSError("no route")
+    def connect(address, timeout):
+        calls.append(address)
+        return contextlib.nullcontext()
 
+    monkeypatch.setattr(socket, "create_connection", connect)
+    assert online() is True and calls == [("download.pytorch.org", 443)]
+    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")  # reachable, but we said offline
+    assert online() is False and len(calls) == 1
+
+    def refuse(address, timeout):
+        raise OSError("no route to host")
+
+    monkeypatch.delenv("TRANSFERKIT_OFFLINE")
     monkeypatch.setattr(socket, "create_connection", refuse)
     assert online() is False
-    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
-    assert online("localhost") is False
 
 
 def test_a_failed_download_gives_the_same_clear_error(offline, monkeypatch):
