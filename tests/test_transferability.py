@@ -80,6 +80,15 @@ def test_frozen_copied_layers_do_not_move_while_the_rest_trains(tasks):
     assert not torch.equal(fine[0].weight, source[0].weight)
 
 
+def test_a_make_model_that_returns_the_source_is_refused(tasks):
+    _, target = tasks
+    source = small_cnn()
+    before = source[0].weight.clone()
+    with pytest.raises(ValueError, match="shares weights with the source"):
+        transfer_method(source, lambda: source, 1, "fine-tuned", steps=5)(target.train, None, 0)
+    assert torch.equal(source[0].weight, before)
+
+
 def test_methods_and_names():
     methods = study_methods(small_cnn(), small_cnn)
     assert list(methods) == [BASELINE, "frozen 1", "fine-tuned 1", "frozen 2", "fine-tuned 2"]

@@ -92,9 +92,16 @@ def transfer_method(source: nn.Module, make_model: Callable[[], nn.Module], n: i
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
 
+    source_parameters = {id(p) for p in source.parameters()}
+
     def method(train: Data, val: Any, seed: int) -> nn.Module:
         with seeded(seed):  # the same new layers for a seed; your RNG is left alone
-            model = copy_first_groups(source, make_model(), n, frozen=mode == "frozen")
+            model = make_model()
+            if any(id(p) in source_parameters for p in model.parameters()):
+                raise ValueError("make_model() returned a network that shares weights with "
+                                 "the source network, so training it would change the source. "
+                                 "Build a new one each time, e.g. lambda: small_cnn(5).")
+            copy_first_groups(source, model, n, frozen=mode == "frozen")
             epochs = epochs_for_steps(len(train), batch_size, steps)
             fit(model, train, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
                 **fit_options)
