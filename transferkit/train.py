@@ -246,6 +246,9 @@ def eval_mode(model: nn.Module):
         restore_modes(modes)
 
 
+PREFLIGHT_EXAMPLES = 32
+
+
 def _preflight(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
 ) -> tuple[bool, float]:
@@ -253,10 +256,11 @@ def _preflight(
 
     Runs in eval mode without gradients, so BatchNorm statistics do not move.
     Returns whether the task is classification (so accuracy is measured) and
-    the loss before training (to recognise divergence).
+    the loss before training (to recognise divergence). PREFLIGHT_EXAMPLES are
+    enough for both, and keep the cost to a fraction of one training step.
     """
     with eval_mode(model), torch.no_grad():
-        batch = x[:256]
+        batch = x[:PREFLIGHT_EXAMPLES]
         try:
             out = model(batch)
         except RuntimeError as err:
@@ -282,7 +286,7 @@ def _preflight(
         elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
             raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
                              f"equal the target shape {tuple(y.shape[1:])}.")
-        initial_loss = float(loss_fn(out.float(), y[:256]))
+        initial_loss = float(loss_fn(out.float(), y[:PREFLIGHT_EXAMPLES]))
     return _is_classification(out, y), initial_loss
 
 
