@@ -35,15 +35,15 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from bench_finetune import table
-from bench_fit import interleaved
+from bench_finetune import plain_loop, table
+from bench_fit import warmed_up
 from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import pick_device, seed_everything
 from transferkit.finetune import clear_feature_cache, fine_tune, replace_head
 from transferkit.models import backbone
-from transferkit.train import _autocast, fit
+from transferkit.train import fit
 
 TARGET = 1.05
 
@@ -61,29 +61,6 @@ def parse_arguments() -> argparse.Namespace:
 def resnet(device: torch.device) -> nn.Module:
     seed_everything(0)
     return backbone("resnet18", num_classes=10, small_images=True, in_channels=1).to(device)
-
-
-def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int,
-               amp: bool) -> None:
-    """The loop a PyTorch tutorial writes, with the tutorial's mixed precision on CUDA."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    autocast, scaler = _autocast(x.device, amp)  # the same dtype choice as fit's
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator).to(x.device)
-        for i in range(0, len(x), batch):
-            idx = order[i:i + batch]
-            with autocast():
-                loss = F.cross_entropy(model(x[idx]).float(), y[idx])
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
 
 
 def main() -> None:
@@ -118,10 +95,7 @@ def main() -> None:
 
     probes = {"probe, cached features": probe("probe, cached features", True),
               "probe, backbone every epoch": probe("probe, backbone every epoch", False)}
-    for runs in (loops, probes):  # warm-up: first-call costs (allocator, kernels, cuDNN plans)
-        interleaved(runs, 1, device, setup)
-    loop_times = interleaved(loops, args.repeats, device, setup)
-    probe_times = interleaved(probes, args.repeats, device, setup)
+    loop_times, probe_times = warmed_up([loops, probes], args.repeats, device, setup)
 
     steps = args.epochs * -(-len(x) // args.batch_size)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "

@@ -22,10 +22,10 @@ small enough that the whole benchmark runs in well under a minute on 2 CPU cores
     on one small layer), so the speed-up grows with the encoder's size and the epochs.
 (b) **`fit` against a hand-written PyTorch loop** on the whole model (every layer
     trainable): the same model, data, Adam (lr 1e-3, one parameter group), batch
-    size, epochs and shuffling (a `torch.Generator` seeded with 0), no validation.
-    ``fine_tune(strategy="full")`` is listed too: it is `fit` with the optimizer
-    built by `param_groups` (two groups per layer group: weights, and biases
-    without weight decay).
+    size, epochs and shuffling (a `torch.Generator` seeded with 0), no validation;
+    on CUDA both in `fit`'s mixed precision. ``fine_tune(strategy="full")`` is
+    listed too: it is `fit` with the optimizer built by `param_groups` (two groups
+    per layer group: weights, and biases without weight decay).
 
 Every variant is timed in the same run, interleaved, after a warm-up; the table
 shows medians of ``--repeats`` repeats, and fit / plain is the median of the
@@ -43,13 +43,13 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from bench_fit import interleaved, parse_arguments
+from bench_fit import parse_arguments, warmed_up
 from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import pick_device, seed_everything
 from transferkit.finetune import Classifier, clear_feature_cache, fine_tune
-from transferkit.train import fit
+from transferkit.train import _autocast, fit
 
 TARGET = 1.05
 WIDTHS = (64, 512, 512, 256)
@@ -64,19 +64,27 @@ def encoder(device: torch.device) -> nn.Module:
 
 
 def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
-               batch: int) -> None:
-    """The loop a PyTorch tutorial writes: randperm, slice, forward, backward, step."""
+               batch: int, amp: bool = False) -> None:
+    """The loop a PyTorch tutorial writes: randperm, slice, forward, backward, step; with
+    ``amp`` (CUDA), the tutorial's mixed precision in the dtype `fit` picks."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    autocast, scaler = _autocast(x.device, amp)
     generator = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            with autocast():
+                loss = F.cross_entropy(model(x[idx]).float(), y[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
 
 def table(title: str, times: dict[str, list[float]], base: str) -> None:
@@ -112,7 +120,8 @@ def main() -> None:
               "encoder run every epoch": probe("encoder run every epoch", False)}
     loops = {
         "plain PyTorch loop": lambda: plain_loop(models["plain PyTorch loop"], x, y,
-                                                 args.epochs, args.batch_size),
+                                                 args.epochs, args.batch_size,
+                                                 amp=device.type == "cuda"),
         "fit": lambda: fit(models["fit"], (x, y), epochs=args.epochs, lr=1e-3,
                            batch_size=args.batch_size, seed=0, progress=False, device=device),
         "fine_tune(strategy='full')": lambda: fine_tune(
@@ -120,10 +129,7 @@ def main() -> None:
             epochs=args.epochs, batch_size=args.batch_size, seed=0, progress=False,
             device=device),
     }
-    for runs in (probes, loops):  # warm-up: first-call costs (allocator, kernels, imports)
-        interleaved(runs, 1, device, setup)
-    probe_times = interleaved(probes, args.repeats, device, setup)
-    loop_times = interleaved(loops, args.repeats, device, setup)
+    probe_times, loop_times = warmed_up([probes, loops], args.repeats, device, setup)
 
     steps = args.epochs * -(-len(train) // args.batch_size)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "

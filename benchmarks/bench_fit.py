@@ -62,6 +62,15 @@ def interleaved(runs: Mapping[str, Callable[[], object]], repeats: int, device: 
     return times
 
 
+def warmed_up(groups: list[Mapping[str, Callable[[], object]]], repeats: int,
+              device: torch.device, setup: Callable[[str], object]) -> list[dict[str, list[float]]]:
+    """Run every run once untimed (first-call costs: allocator, kernels, imports, cuDNN
+    plans), then time each group of runs with `interleaved`."""
+    for runs in groups:
+        interleaved(runs, 1, device, setup)
+    return [interleaved(runs, repeats, device, setup) for runs in groups]
+
+
 def plain(train, val, epochs, batch, device) -> None:
     net = model().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

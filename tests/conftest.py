@@ -14,3 +14,33 @@ def _seeded():
     from transferkit.device import seed_everything
 
     seed_everything(0)
+
+
+# --- lesson 05: a source task, a target task, and a CNN small enough to train in a test ---
+
+
+def _tiny_cnn(num_classes: int = 5):
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 64, num_classes),
+    )
+
+
+@pytest.fixture
+def tiny_cnn():
+    """Builds CNNs for 8×8 digits: two conv layer groups ([0..2], [3..5]) and a head ([7])."""
+    return _tiny_cnn
+
+
+@pytest.fixture(scope="session")
+def digit_tasks():
+    """(source, target) splits: digits 0-4 and 5-9, each as train / val / test."""
+    from transferkit.data import load_digits, split_classes, train_val_test_split
+
+    digits = load_digits(images=True)
+    source, target = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
+    return (train_val_test_split(source.x, source.y, seed=0),
+            train_val_test_split(target.x, target.y, seed=0))

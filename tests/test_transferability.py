@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.data import load_digits, split_classes, train_val_test_split
 from transferkit.finetune import bn_stats_frozen
 from transferkit.train import fit
 from transferkit.transferability import (
@@ -19,26 +18,9 @@ from transferkit.transferability import (
 )
 
 
-def small_cnn(num_classes=5):
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 64, num_classes),
-    )
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    digits = load_digits(images=True)
-    x, y = digits.x, digits.y
-    source, target = split_classes(x, y, source=[0, 1, 2, 3, 4])
-    return (train_val_test_split(source.x, source.y, seed=0),
-            train_val_test_split(target.x, target.y, seed=0))
-
-
-def test_copy_first_groups_copies_weights_and_statistics_and_freezes_them():
+def test_copy_first_groups_copies_weights_and_statistics_and_freezes_them(tiny_cnn):
     torch.manual_seed(0)
-    source, target = small_cnn(), small_cnn()
+    source, target = tiny_cnn(), tiny_cnn()
     fit(source, (torch.rand(64, 1, 8, 8), torch.randint(0, 5, (64,))), epochs=1,
         progress=False)  # moves the BatchNorm statistics away from their initial values
     assert max_depth(source) == 2
@@ -50,62 +32,62 @@ def test_copy_first_groups_copies_weights_and_statistics_and_freezes_them():
     assert target[3].weight.requires_grad and target[7].weight.requires_grad
 
 
-def test_fine_tuned_copy_stays_trainable():
-    source, target = small_cnn(), small_cnn()
+def test_fine_tuned_copy_stays_trainable(tiny_cnn):
+    source, target = tiny_cnn(), tiny_cnn()
     copy_first_groups(source, target, 2, frozen=False)
     assert torch.equal(target[3].weight, source[3].weight)
     assert all(p.requires_grad for p in target.parameters())
     assert not bn_stats_frozen(target[1])
 
 
-def test_copy_refuses_other_shapes_and_depths():
+def test_copy_refuses_other_shapes_and_depths(tiny_cnn):
     other = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 5))
     with pytest.raises(ValueError, match="same layers below the head"):
-        copy_first_groups(small_cnn(), other, 1, frozen=True)
+        copy_first_groups(tiny_cnn(), other, 1, frozen=True)
     with pytest.raises(ValueError, match="from 0 to 2"):
-        copy_first_groups(small_cnn(), small_cnn(), 3, frozen=True)
+        copy_first_groups(tiny_cnn(), tiny_cnn(), 3, frozen=True)
 
 
-def test_frozen_copied_layers_do_not_move_while_the_rest_trains(tasks):
-    _, target = tasks
+def test_frozen_copied_layers_do_not_move_while_the_rest_trains(digit_tasks, tiny_cnn):
+    _, target = digit_tasks
     torch.manual_seed(0)
-    source = small_cnn()
-    method = transfer_method(source, small_cnn, 1, "frozen", steps=10, lr=1e-2)
+    source = tiny_cnn()
+    method = transfer_method(source, tiny_cnn, 1, "frozen", steps=10, lr=1e-2)
     model = method(target.train, target.val, 0)
     assert torch.equal(model[0].weight, source[0].weight)
     assert torch.equal(model[1].running_mean, source[1].running_mean)
-    assert not torch.equal(model[3].weight, small_cnn()[3].weight)
-    fine = transfer_method(source, small_cnn, 1, "fine-tuned", steps=10, lr=1e-2)(
+    assert not torch.equal(model[3].weight, tiny_cnn()[3].weight)
+    fine = transfer_method(source, tiny_cnn, 1, "fine-tuned", steps=10, lr=1e-2)(
         target.train, target.val, 0)
     assert not torch.equal(fine[0].weight, source[0].weight)
 
 
-def test_a_make_model_that_returns_the_source_is_refused(tasks):
-    _, target = tasks
-    source = small_cnn()
+def test_a_make_model_that_returns_the_source_is_refused(digit_tasks, tiny_cnn):
+    _, target = digit_tasks
+    source = tiny_cnn()
     before = source[0].weight.clone()
     with pytest.raises(ValueError, match="shares weights with the source"):
         transfer_method(source, lambda: source, 1, "fine-tuned", steps=5)(target.train, None, 0)
     assert torch.equal(source[0].weight, before)
 
 
-def test_methods_and_names():
-    methods = study_methods(small_cnn(), small_cnn)
+def test_methods_and_names(tiny_cnn):
+    methods = study_methods(tiny_cnn(), tiny_cnn)
     assert list(methods) == [BASELINE, "frozen 1", "fine-tuned 1", "frozen 2", "fine-tuned 2"]
     assert parse_method("fine-tuned 2") == ("fine-tuned", 2)
     assert parse_method(BASELINE) == (BASELINE, 0)
     with pytest.raises(ValueError, match="not a transferability method"):
         parse_method("frozen")
     with pytest.raises(ValueError, match="mode must be one of"):
-        transfer_method(small_cnn(), small_cnn, 1, "thawed")
+        transfer_method(tiny_cnn(), tiny_cnn, 1, "thawed")
 
 
-def test_study_rows_and_summary(tasks):
-    source_task, target = tasks
+def test_study_rows_and_summary(digit_tasks, tiny_cnn):
+    source_task, target = digit_tasks
     torch.manual_seed(0)
-    source = small_cnn()
+    source = tiny_cnn()
     fit(source, source_task.train, epochs=5, lr=1e-2, progress=False)
-    rows = transferability_study(source, small_cnn, target, depths=[2], budgets=(5,),
+    rows = transferability_study(source, tiny_cnn, target, depths=[2], budgets=(5,),
                                  seeds=(0, 1), steps=20, lr=1e-2, progress=False)
     assert {(r["mode"], r["n"]) for r in rows} == {(BASELINE, 0), ("frozen", 2),
                                                    ("fine-tuned", 2)}

@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from transferkit import plots, widgets
-from transferkit.data import load_digits, split_classes, train_val_test_split
 from transferkit.transferability import summarise_transfer
 
 
@@ -52,26 +50,12 @@ def test_transferability_figure_explains_bad_input():
         plots.transferability_figure([])
 
 
-def small_cnn(num_classes=5):
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 64, num_classes),
-    )
-
-
-@pytest.fixture(scope="module")
-def target():
-    digits = load_digits(images=True)
-    _, tgt = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
-    return train_val_test_split(tgt.x, tgt.y, seed=0)
-
-
-def test_lab_trains_the_chosen_copy_and_marks_it(target):
+def test_lab_trains_the_chosen_copy_and_marks_it(digit_tasks, tiny_cnn):
+    target = digit_tasks[1]
     torch.manual_seed(0)
-    source = small_cnn()
+    source = tiny_cnn()
     summary = summarise_transfer(study_rows())
-    panel = widgets.transferability_lab(source, small_cnn, target, summary=summary,
+    panel = widgets.transferability_lab(source, tiny_cnn, target, summary=summary,
                                         budgets=(5, None), budget=5, steps=5)
     controls = panel.controls
     assert "press train" in panel.status.value
@@ -88,8 +72,9 @@ def test_lab_trains_the_chosen_copy_and_marks_it(target):
     assert not panel.model[3].weight.requires_grad
 
 
-def test_lab_without_a_study_plots_your_own_runs(target):
-    panel = widgets.transferability_lab(small_cnn(), small_cnn, target, budgets=(5,), budget=5,
+def test_lab_without_a_study_plots_your_own_runs(digit_tasks, tiny_cnn):
+    target = digit_tasks[1]
+    panel = widgets.transferability_lab(tiny_cnn(), tiny_cnn, target, budgets=(5,), budget=5,
                                         n=0, steps=5)
     assert "press train" in panel.figure.layout.title.text
     panel.controls["train"].click()
@@ -98,8 +83,9 @@ def test_lab_without_a_study_plots_your_own_runs(target):
     assert any(t.name == "target only (n = 0)" for t in panel.figure.data)
 
 
-def test_lab_refuses_bad_settings(target):
+def test_lab_refuses_bad_settings(digit_tasks, tiny_cnn):
+    target = digit_tasks[1]
     with pytest.raises(ValueError, match="from 0 to 2"):
-        widgets.transferability_lab(small_cnn(), small_cnn, target, n=5)
+        widgets.transferability_lab(tiny_cnn(), tiny_cnn, target, n=5)
     with pytest.raises(ValueError, match="mode must be one of"):
-        widgets.transferability_lab(small_cnn(), small_cnn, target, mode="thawed")
+        widgets.transferability_lab(tiny_cnn(), tiny_cnn, target, mode="thawed")
