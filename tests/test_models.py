@@ -224,6 +224,13 @@ def test_cached_weights_are_used_offline(offline):
     assert transform(torch.rand(3, 300, 260)).shape == (3, 224, 224)
 
 
+def test_a_corrupt_cached_file_is_named_with_the_fix(offline):
+    _, cached = _cache_imagenet_weights()
+    cached.write_bytes(cached.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="Delete it and call backbone again"):
+        backbone("resnet18", weights="DEFAULT")
+
+
 def test_online_asks_the_network_unless_told_it_is_offline(monkeypatch):
     import contextlib
 

@@ -149,7 +149,7 @@ def fetch_weights(name: str, weights: Any, progress: bool = True) -> Path:
         raise _unavailable(name, weights, f"{DOWNLOAD_HOST} cannot be reached (offline)")
     try:  # downloads into the cache and checks the file's hash
         torch.hub.load_state_dict_from_url(weights.url, progress=progress, check_hash=True)
-    except OSError as err:  # URLError, a refused connection, a full disk …
+    except (OSError, RuntimeError) as err:  # no connection, a full disk, a wrong hash …
         raise _unavailable(name, weights, f"the download failed ({err})") from None
     return path
 
@@ -333,6 +333,7 @@ def backbone(
     """
     from torchvision.models import get_model
 
+    from .checkpoint import CheckpointError
     from .finetune import find_head, replace_head
 
     _check_family(name)
@@ -347,8 +348,15 @@ def backbone(
             name, Path(source), small_images, in_channels)
     else:
         weights = weights_enum(name, weights)
-        fetch_weights(name, weights, progress)
-        model = get_model(name, weights=weights)  # reads the file fetch_weights made sure of
+        cached = fetch_weights(name, weights, progress)
+        try:
+            model = get_model(name, weights=weights)  # reads the file fetch_weights made sure of
+        except (RuntimeError, EOFError, OSError) as err:
+            raise CheckpointError(
+                f"{cached} holds the {weights} weights, but it cannot be read (corrupt or "
+                f"truncated?): {err}\nDelete it and call backbone again to download it anew, "
+                "or copy a good copy of the file there."
+            ) from None
         changes, source = _adapt(model, small_images, in_channels), str(weights)
     head = model.get_submodule(find_head(model))
     if num_classes is not None and num_classes != head.out_features:
