@@ -16,6 +16,7 @@ def study_rows():
         for budget in (5, None):
             for seed in range(3):
                 rows.append({"method": method, "budget": budget, "seed": seed,
+                             "per_class": budget or 107, "n_train": 5 * (budget or 107),
                              "test_accuracy": acc + (0.1 if budget is None else 0)
                              + 0.01 * seed})
     return rows

@@ -31,7 +31,6 @@ and `summarise_transfer` turns it into one row per (mode, n, budget).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -159,19 +158,19 @@ def transferability_study(source: nn.Module, make_model: Callable[[], nn.Module]
 
 def summarise_transfer(rows: Sequence[dict[str, Any]],
                        metric: str = "test_accuracy") -> list[dict[str, Any]]:
-    """One row per (mode, n, budget): ``mean``, ``std`` over seeds, ``n_seeds``.
-    The baseline appears once per budget, with mode "target only" and n = 0."""
+    """`transferkit.experiments.summarise`'s rows (``mean``, ``std`` … over seeds),
+    one per (method, budget), with the method read as ``mode`` and ``n`` (layers
+    copied); the number of seeds is ``n_seeds``. The baseline appears once per
+    budget, with mode "target only" and n = 0."""
+    from .experiments import summarise
+
     if not rows:
         raise ValueError("no rows to summarise; run transferability_study first.")
-    groups: dict[tuple, list[float]] = {}
-    for row in rows:
-        mode, n = parse_method(row["method"])
-        groups.setdefault((mode, n, row["budget"]), []).append(float(row[metric]))
-    return [{"mode": mode, "n": n, "budget": budget, "metric": metric,
-             "mean": statistics.fmean(values),
-             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-             "n_seeds": len(values)}
-            for (mode, n, budget), values in groups.items()]
+    summary = []
+    for row in summarise(rows, metric):
+        mode, depth = parse_method(row["method"])
+        summary.append({**row, "n_seeds": row["n"], "mode": mode, "n": depth})
+    return summary
 
 
 __all__ = ["BASELINE", "MODES", "copy_first_groups", "max_depth", "parse_method",

@@ -885,7 +885,8 @@ def transferability_lab(
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         runs.append({"method": f"{chosen_mode} {k}" if k else BASELINE, "budget": chosen,
-                     "test_accuracy": accuracy})
+                     "per_class": len(labelled) / len(set(labelled.y.tolist())),
+                     "n_train": len(labelled), "test_accuracy": accuracy})
         study = {(r["mode"], r["n"]): r for r in (summary or []) if r["budget"] == chosen}
         ref = study.get((chosen_mode, k) if k else (BASELINE, 0))
         compare = (f" (the study: {ref['mean']:.3f} ± {ref['std']:.3f} over "
