@@ -17,6 +17,8 @@ One concept per module, each readable top to bottom:
 ``transferkit.finetune``  ``Classifier``, ``replace_head``, ``layer_groups``, ``freeze`` /
                           ``unfreeze`` / ``freeze_to``, ``param_groups``,
                           ``trainable_report``, ``extract_features``, ``fine_tune``
+``transferkit.schedules``  learning-rate schedules: ``constant``, ``step_decay``, ``cosine``,
+                          ``one_cycle``, ``slanted_triangular`` (``fit(..., schedule=...)``)
 ``transferkit.models``    ``backbone(name, weights=...)``: torchvision networks with random,
                           downloaded or local-file weights; small-image adaptation
 ``transferkit.transferability``  copy the first n layers, frozen or fine-tuned: the
@@ -40,7 +42,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
-    "finetune",
+    "finetune", "schedules",
     "gd", "magics", "models", "transferability", "plots", "train", "widgets", "workspace",
 }
 

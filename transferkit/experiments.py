@@ -211,7 +211,8 @@ def label_budget_study(
         methods: name → ``method(train, val, seed) -> model`` (see the module doc).
         splits: ``(train, val, test)``, e.g. a `transferkit.data.Splits`. The
             labelled subsets are drawn from ``train``; ``test`` is the same for
-            every trial.
+            every trial. ``test=None`` measures the validation set only: a
+            search that must not see the test set (`transferkit.selection`).
         budgets: labels per class; None = every training label. A budget above
             the smallest class of ``train`` is an error (see `check_budgets`).
         seeds: one trial per seed; the seed picks the labelled examples
@@ -222,7 +223,8 @@ def label_budget_study(
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``, ``seconds``,
+    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy`` (these two
+    only with a test set), ``seconds``,
     then the ``also_test`` columns, then any numbers the returned model carries in
     a ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
     ``feature_drift``).
@@ -256,9 +258,11 @@ def label_budget_study(
                     row = {
                         "method": name, "budget": budget,
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
-                        "n_test": len(test), "seed": seed, "val_accuracy": _accuracy(model, val),
-                        "test_accuracy": _accuracy(model, test), "seconds": seconds,
+                        "seed": seed, "val_accuracy": _accuracy(model, val),
                     }
+                    if test is not None:
+                        row.update(n_test=len(test), test_accuracy=_accuracy(model, test))
+                    row["seconds"] = seconds
                     for test_name, data in (also_test or {}).items():
                         row[f"{test_name}_accuracy"] = _accuracy(model, data)
                     row.update(getattr(model, "measurements", None) or {})

@@ -789,6 +789,7 @@ class Stage:
     trainable: list[str]  # layer groups that trained
     lr: float
     history: History
+    params: int = 0  # trainable parameters in this stage
 
 
 @dataclass
@@ -810,6 +811,15 @@ class FineTuneResult:
 
     def last(self) -> dict[str, Any]:
         return self.to_rows()[-1]
+
+    def cost(self) -> dict[str, float]:
+        """What the run cost: ``epochs`` (all stages), ``seconds`` (of training;
+        a cached probe's feature extraction is not in it), ``seconds_per_epoch``
+        (their mean) and ``trainable_params`` (the most any stage trained)."""
+        seconds = [s for stage in self.stages for s in stage.history["seconds"]]
+        return {"epochs": len(seconds), "seconds": sum(seconds),
+                "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+                "trainable_params": max((stage.params for stage in self.stages), default=0)}
 
     def to_figure(self, title: str | None = None):
         from .plots import history_figure
@@ -995,7 +1005,8 @@ def fine_tune(
         history = fit(run_on, train_on, val_on, epochs=probe_epochs if probing else epochs,
                       optimizer=opt, batch_size=batch_size, seed=seed, progress=progress,
                       **fit_options)
-        stages.append(Stage(name, [g.name for g in groups[first:]], rate, history))
+        n_params = sum(p.numel() for p in run_on.parameters() if p.requires_grad)
+        stages.append(Stage(name, [g.name for g in groups[first:]], rate, history, n_params))
 
     drift = None
     if before is not None:  # how far the pre-trained features moved
@@ -1016,7 +1027,8 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
     (`transferkit.experiments.epochs_for_steps`); ``probe_steps`` is the length
     of a linear-probe stage (default ``steps``). ``options`` go to `fine_tune`
     (``lr``, ``head_lr``, ``bn`` …). The model's ``measurements`` hold the feature
-    drift (on the validation inputs), which `label_budget_study` adds to its rows.
+    drift (on the validation inputs) and the cost (`FineTuneResult.cost`: trainable
+    parameters, seconds per epoch), which `label_budget_study` adds to its rows.
     """
     from .experiments import epochs_for_steps
 
@@ -1033,7 +1045,9 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
             result = fine_tune(model, train, val, strategy=strategy, epochs=epochs,
                                probe_epochs=probe_epochs, batch_size=batch_size, seed=seed,
                                progress=False, **options)
-        model.measurements = {"feature_drift": result.feature_drift}
+        model.measurements = {"feature_drift": result.feature_drift,
+                              "trainable_params": result.cost()["trainable_params"],
+                              "seconds_per_epoch": result.cost()["seconds_per_epoch"]}
         return model
 
     method.__name__ = strategy

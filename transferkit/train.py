@@ -35,6 +35,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
 from .device import pick_device
+from .schedules import Schedule, get_schedule
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -382,6 +383,7 @@ def fit(
     progress: bool = True,
     live_plot: bool = False,
     transform_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    schedule: Schedule | str | None = None,
 ) -> History:
     """Train ``model`` on ``train = (x, y)`` and return its `History`.
 
@@ -407,6 +409,11 @@ def fit(
             denoising autoencoder: ``fit(ae, (x, x), loss="mse",
             transform_inputs=lambda xb: xb + 0.2 * torch.randn_like(xb))``
             learns to map a noisy input to the clean target.
+        schedule: a learning-rate schedule from `transferkit.schedules`
+            (``cosine()``, ``one_cycle()``, ``slanted_triangular()`` …, or one's
+            name): the rate of every step is ``lr × schedule(step, total)``, over
+            the ``epochs × batches`` steps of the run. The history's ``lr``
+            column is the first parameter group's rate at the end of each epoch.
 
     Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
     returned, with the best weights restored.
@@ -431,6 +438,8 @@ def fit(
     loss_fn = _loss_fn(loss)
     classify, initial_loss = _preflight(model, x, y, loss_fn)
     opt = _make_optimizer(optimizer, model, lr, weight_decay)
+    schedule = get_schedule(schedule)
+    scheduler = schedule and schedule.attach(opt, epochs * len(_batches(len(x), batch_size)))
     autocast, scaler = _autocast(device, amp)
     generator = torch.Generator().manual_seed(
         seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
@@ -475,6 +484,8 @@ def fit(
                 else:
                     batch_loss.backward()
                     opt.step()
+                if scheduler is not None:
+                    scheduler.step()
                 total += batch_loss.detach() * len(idx)
                 if classify:
                     correct += (out.detach().argmax(dim=1) == yb).sum()

@@ -1,0 +1,121 @@
+"""Choosing a strategy: search on the validation set, then test once.
+
+Every choice you make by looking at a score — the strategy, the schedule, the
+learning rate — fits that score a little. Made on the test set, the choice
+leaks into the number you report, and the number is then too good. So:
+
+1. `search`: train every candidate (several seeds each) on the labelled data
+   and score it on the *validation* set only. The test set is not an argument.
+2. `leaderboard`: mean ± std of the validation accuracy per candidate, best
+   first, with what each cost (seconds, trainable parameters) beside it;
+   `winner` is the top row, `tied_with` the candidates within its noise.
+3. `SealedTestSet.evaluate(model)`: the test accuracy of the one model you
+   chose. It works once; a second call is refused, because a second look is a
+   second choice.
+
+A candidate is a study method, ``method(train, val, seed) -> model``, as in
+`transferkit.experiments` (e.g. `transferkit.finetune.finetune_method`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .data import Data
+from .experiments import Budget, Method, _accuracy, label_budget_study, summarise
+
+COST_COLUMNS = ("seconds", "seconds_per_epoch", "trainable_params", "feature_drift")
+
+
+def search(methods: Mapping[str, Method], train: Data, val: Data, *, budget: Budget = None,
+           seeds: Iterable[int] = (0, 1, 2), progress: bool = True) -> list[dict[str, Any]]:
+    """Train every candidate with every seed on ``budget`` labels per class of
+    ``train`` (None: all of it) and measure it on ``val``; one row per run.
+
+    The rows are `transferkit.experiments.label_budget_study`'s, without any
+    test column: nothing here can see the test set.
+    """
+    return label_budget_study(methods, (train, val, None), budgets=(budget,), seeds=seeds,
+                              progress=progress)
+
+
+def leaderboard(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per candidate, highest mean validation accuracy first: ``method``,
+    ``mean``, ``std``, ``n`` (seeds), and the mean of each cost column the rows
+    have (`COST_COLUMNS`)."""
+    if any("test_accuracy" in row for row in rows):
+        raise ValueError("these rows carry test accuracies: a choice made on them would see "
+                         "the test set. Make them with selection.search (validation only).")
+    board = summarise(rows, metric="val_accuracy")
+    for entry in board:
+        runs = [r for r in rows if r["method"] == entry["method"]
+                and r["budget"] == entry["budget"]]
+        for column in COST_COLUMNS:
+            values = [float(r[column]) for r in runs if r.get(column) is not None]
+            if values:
+                entry[column] = statistics.fmean(values)
+    return sorted(board, key=lambda entry: -entry["mean"])
+
+
+def winner(board: Sequence[Mapping[str, Any]]) -> str:
+    """The candidate with the highest mean validation accuracy."""
+    if not board:
+        raise ValueError("the leaderboard is empty; run selection.search first.")
+    return max(board, key=lambda entry: entry["mean"])["method"]
+
+
+def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> list[str]:
+    """The other candidates within the noise of ``name`` (default: the winner):
+    their mean is less than one standard deviation (the larger of the two)
+    below. With a few seeds, the winner is often one of several."""
+    name = name or winner(board)
+    top = next((e for e in board if e["method"] == name), None)
+    if top is None:
+        raise KeyError(f"no candidate {name!r} on the leaderboard.")
+    return [e["method"] for e in board if e["method"] != name
+            and top["mean"] - e["mean"] < max(top["std"], e["std"])]
+
+
+class TestSetAlreadyUsed(RuntimeError):
+    """A `SealedTestSet` was asked for a second score."""
+
+
+class SealedTestSet:
+    """A test set that gives one score, for the model you chose.
+
+    >>> sealed = SealedTestSet(splits.test)            # doctest: +SKIP
+    >>> sealed.evaluate(chosen_model, "full · cosine")  # doctest: +SKIP
+    0.97
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, test: Data) -> None:
+        self._test = test
+        self.used_by: str | None = None
+        self.accuracy: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._test)
+
+    def evaluate(self, model: Any, name: str = "the chosen model") -> float:
+        """The test accuracy of ``model``; refused after the first call."""
+        if self.used_by is not None:
+            raise TestSetAlreadyUsed(
+                f"this test set already scored {self.used_by} ({self.accuracy:.3f}). A second "
+                "look is a second choice made on the test set, and the number you report "
+                "would be optimistic. Compare candidates on validation (selection.search); if "
+                "you must start again, seal a new test set and say so in your report.")
+        self.accuracy = _accuracy(model, self._test)
+        self.used_by = name
+        return self.accuracy
+
+    def __repr__(self) -> str:
+        state = "unused" if self.used_by is None else f"used by {self.used_by}"
+        return f"SealedTestSet({len(self)} examples, {state})"
+
+
+__all__ = ["COST_COLUMNS", "SealedTestSet", "TestSetAlreadyUsed", "leaderboard", "search",
+           "tied_with", "winner"]
