@@ -50,6 +50,9 @@ def _write_atomic(dest: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)  # mkstemp makes the file private; give it the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,13 +68,17 @@ def lesson_files(lessons: Path) -> list[Path]:
     )
 
 
-def check_folders(lessons: str | Path, workdir: str | Path) -> tuple[Path, Path]:
-    """Both folders, resolved; the lessons must exist and ``workdir`` must lie outside them."""
+def check_folders(lessons: str | Path, workdir: str | Path,
+                  role: str = "working folder") -> tuple[Path, Path]:
+    """Both folders, resolved; the lessons must exist and ``workdir`` must lie outside them.
+
+    ``role`` names ``workdir`` in the error message.
+    """
     lessons, workdir = Path(lessons).resolve(), Path(workdir).resolve()
     if not lessons.is_dir():
         raise FileNotFoundError(f"no lessons folder at {lessons}.")
     if workdir == lessons or lessons in workdir.parents:
-        raise ValueError(f"the working folder {workdir} must be outside {lessons}.")
+        raise ValueError(f"the {role} {workdir} must be outside {lessons}.")
     return lessons, workdir
 
 
