@@ -11,7 +11,7 @@ import transferkit
 MODULES = sorted(m.name for m in pkgutil.iter_modules(transferkit.__path__))
 # Modules whose docstrings show examples: a test that finds none there has lost them.
 WITH_EXAMPLES = {"autoencoder", "data", "device", "experiments", "finetune", "gd", "models",
-                 "train", "transferability"}
+                 "student", "train", "transferability"}
 
 
 @pytest.mark.parametrize("name", MODULES)

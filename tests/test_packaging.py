@@ -79,3 +79,31 @@ def test_lesson_file_hygiene(path):
         for output in cell.get("outputs", []):
             assert output["output_type"] != "error", f"stored error output in {path.name}"
             assert "Traceback" not in "".join(output.get("text", ""))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_exercise_cells_carry_nbgrader_solution_metadata(path):
+    """Instructors can run nbgrader on the lessons (tools/mark_solutions.py adds the marks).
+
+    nbgrader's ClearSolutions refuses solution markers in a cell not marked as a
+    solution cell, and validates the metadata against its cell schema (version 3).
+    """
+    from transferkit.student import solution_regions
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    grade_ids = []
+    for index, cell in enumerate(nb["cells"]):
+        source = "".join(cell["source"])
+        marked = bool(solution_regions(source, where=f"{path.name}, cell {index}"))  # balanced
+        meta = cell["metadata"].get("nbgrader")
+        if not marked:
+            # nbgrader would replace a whole solution cell without markers by a stub
+            assert not (meta or {}).get("solution"), f"{path.name}, cell {index}: no markers"
+            continue
+        assert meta, f"{path.name}, cell {index}: run tools/mark_solutions.py"
+        assert {k: meta.get(k) for k in ("schema_version", "solution", "grade", "locked")} == {
+            "schema_version": 3, "solution": True, "grade": False, "locked": False}
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", meta["grade_id"]), meta["grade_id"]
+        grade_ids.append(meta["grade_id"])
+    assert grade_ids, "each lesson has exercises"
+    assert len(grade_ids) == len(set(grade_ids)), f"grade_ids repeat in {path.name}: {grade_ids}"

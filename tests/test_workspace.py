@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -104,3 +106,14 @@ def test_lesson_files_skips_outputs(course):
     (lessons / "artifacts" / "encoder.pt").write_text("x")
     assert [p.as_posix() for p in lesson_files(lessons)] == [
         "00_welcome.ipynb", "01_gd.ipynb", "data/notes.md"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_copied_files_get_the_usual_mode_not_a_private_one(course):
+    lessons, work = course
+    old = os.umask(0o022)
+    try:
+        sync_lessons(lessons, work)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((work / "00_welcome.ipynb").stat().st_mode) == 0o644

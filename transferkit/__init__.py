@@ -27,6 +27,8 @@ One concept per module, each readable top to bottom:
 ``transferkit.widgets``   ipywidgets controls wired to ``plots``
 ``transferkit.checks``    self-checks for the lessons' exercises
 ``transferkit.doctor``    the environment report
+``transferkit.student``   ``student_notebook``, ``write_student_versions``: the lessons
+                          without their answers, for instructors to hand out
 ========================  ==========================================================
 
 ``import transferkit`` is light: each submodule (and torch, plotly, ipywidgets,
@@ -44,6 +46,7 @@ _SUBMODULES = {
     "autoencoder", "checkpoint", "checks", "cli", "data", "device", "doctor", "experiments",
     "finetune", "schedules",
     "gd", "magics", "models", "transferability", "plots", "train", "widgets", "workspace",
+    "student",
 }
 
 

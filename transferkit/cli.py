@@ -4,6 +4,9 @@
 * ``transferkit lab`` — copy the lessons into a working folder (never
   overwriting your edits) and start JupyterLab on it, on 127.0.0.1 with a
   fresh token, printing the address to open.
+* ``transferkit student DEST`` — write the student versions of the lessons
+  (answers replaced by ``raise NotImplementedError``, checks kept) into DEST,
+  for an instructor to hand out; a student's edits there are never overwritten.
 """
 
 from __future__ import annotations
@@ -89,6 +92,21 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_student(args: argparse.Namespace) -> int:
+    from .student import write_student_versions
+    from .workspace import describe
+
+    lessons = Path(args.lessons) if args.lessons else default_lessons()
+    dest = Path(args.dest).resolve()
+    try:
+        actions = write_student_versions(lessons, dest)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"transferkit student: {err}", file=sys.stderr)
+        return 2
+    print(f"Student versions in {dest}: {describe(actions)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transferkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="sync the lessons and print the address, but do not start JupyterLab")
     p.set_defaults(run=cmd_lab)
+    p = sub.add_parser("student", help="write the student versions of the lessons (no answers)")
+    p.add_argument("dest", help="the folder to write them to (outside the lessons folder)")
+    p.add_argument("--lessons", help="the course's lessons folder (default: ./lessons)")
+    p.set_defaults(run=cmd_student)
     args = parser.parse_args(argv)
     return args.run(args)
 

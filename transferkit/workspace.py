@@ -13,7 +13,9 @@ wrote. `sync_lessons` brings the copy up to date with these rules:
 
 A small manifest (``.transferkit-lessons.json``) remembers the fingerprint of
 each file as it was copied, which is how "changed by the learner" is told
-apart from "changed by the course".
+apart from "changed by the course". The rules live in `sync_files`, which
+takes the course's files as contents; `sync_lessons` feeds it the lessons as
+they are, and `transferkit.student` feeds it their student versions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +50,13 @@ def _write_atomic(dest: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)  # mkstemp makes the file private; give it the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    _write_atomic(dest, src.read_bytes())
 
 
 def lesson_files(lessons: Path) -> list[Path]:
@@ -66,13 +68,27 @@ def lesson_files(lessons: Path) -> list[Path]:
     )
 
 
-def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
-    """Bring ``workdir`` up to date with ``lessons`` without losing any learner edit."""
+def check_folders(lessons: str | Path, workdir: str | Path,
+                  role: str = "working folder") -> tuple[Path, Path]:
+    """Both folders, resolved; the lessons must exist and ``workdir`` must lie outside them.
+
+    ``role`` names ``workdir`` in the error message.
+    """
     lessons, workdir = Path(lessons).resolve(), Path(workdir).resolve()
     if not lessons.is_dir():
         raise FileNotFoundError(f"no lessons folder at {lessons}.")
     if workdir == lessons or lessons in workdir.parents:
-        raise ValueError(f"the working folder {workdir} must be outside {lessons}.")
+        raise ValueError(f"the {role} {workdir} must be outside {lessons}.")
+    return lessons, workdir
+
+
+def sync_files(sources: Mapping[str, bytes], workdir: str | Path) -> list[SyncAction]:
+    """Bring ``workdir`` up to date with ``sources`` without losing any learner edit.
+
+    ``sources`` maps a path relative to ``workdir`` (with ``/``) to the content
+    the course wants there. The rules are those of the module docstring.
+    """
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     manifest_path = workdir / MANIFEST
     manifest: dict[str, str] = (
@@ -80,11 +96,11 @@ def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
     )
 
     actions = []
-    for rel in lesson_files(lessons):
-        src, dest, key = lessons / rel, workdir / rel, rel.as_posix()
-        new = _digest(src)
+    for key, data in sources.items():
+        dest = workdir / key
+        new = hashlib.sha256(data).hexdigest()
         if not dest.exists():
-            _copy_atomic(src, dest)
+            _write_atomic(dest, data)
             manifest[key] = new
             actions.append(SyncAction(key, "copied"))
             continue
@@ -93,7 +109,7 @@ def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
             manifest[key] = new
             actions.append(SyncAction(key, "unchanged"))
         elif manifest.get(key) == have:  # the learner never touched it: safe to update
-            _copy_atomic(src, dest)
+            _write_atomic(dest, data)
             manifest[key] = new
             actions.append(SyncAction(key, "updated"))
         elif manifest.get(key) == new:  # learner's edits, and no newer course version
@@ -101,11 +117,18 @@ def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
         else:  # learner's edits, and the course changed too: deliver it beside theirs
             beside = dest.with_name(f"{dest.stem}.updated-{new[:8]}{dest.suffix}")
             if not beside.exists():
-                _copy_atomic(src, beside)
+                _write_atomic(beside, data)
             actions.append(SyncAction(key, "kept+new", f"new version: {beside.name}"))
 
     _write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return actions
+
+
+def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
+    """Bring ``workdir`` up to date with ``lessons`` without losing any learner edit."""
+    lessons, workdir = check_folders(lessons, workdir)
+    sources = {rel.as_posix(): (lessons / rel).read_bytes() for rel in lesson_files(lessons)}
+    return sync_files(sources, workdir)
 
 
 def describe(actions: list[SyncAction]) -> str:
