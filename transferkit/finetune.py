@@ -1015,7 +1015,7 @@ def fine_tune(
 
 
 def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps: int = 300,
-                    probe_steps: int | None = None, batch_size: int = 64,
+                    probe_steps: int | None = None, batch_size: int = 64, use_val: bool = True,
                     **options: Any) -> Callable[..., nn.Module]:
     """A `transferkit.experiments` study method: build a fresh model, `fine_tune` it.
 
@@ -1029,6 +1029,11 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
     (``lr``, ``head_lr``, ``bn`` …). The model's ``measurements`` hold the feature
     drift (on the validation inputs) and the cost (`FineTuneResult.cost`: trainable
     parameters, seconds per epoch), which `label_budget_study` adds to its rows.
+
+    ``use_val=False`` trains for the set number of steps without looking at the
+    validation set (no measurement every epoch, no best epoch kept, no drift):
+    much faster with a few labels, and the validation set is left to score the
+    finished model, e.g. in a `transferkit.selection.search`.
     """
     from .experiments import epochs_for_steps
 
@@ -1042,12 +1047,13 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
             model = make_model()
             epochs = epochs_for_steps(len(train), batch_size, steps)
             probe_epochs = epochs_for_steps(len(train), batch_size, probe_steps or steps)
-            result = fine_tune(model, train, val, strategy=strategy, epochs=epochs,
-                               probe_epochs=probe_epochs, batch_size=batch_size, seed=seed,
-                               progress=False, **options)
+            result = fine_tune(model, train, val if use_val else None, strategy=strategy,
+                               epochs=epochs, probe_epochs=probe_epochs, batch_size=batch_size,
+                               seed=seed, progress=False, **options)
+        cost = result.cost()
         model.measurements = {"feature_drift": result.feature_drift,
-                              "trainable_params": result.cost()["trainable_params"],
-                              "seconds_per_epoch": result.cost()["seconds_per_epoch"]}
+                              "trainable_params": cost["trainable_params"],
+                              "seconds_per_epoch": cost["seconds_per_epoch"]}
         return model
 
     method.__name__ = strategy
