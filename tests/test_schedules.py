@@ -75,7 +75,7 @@ def test_slanted_triangular_follows_ulmfit_equation_3():
 def test_cosine_warmup_rises_linearly_then_falls():
     values = cosine(warmup=0.1).values(100)
     assert values[:10] == pytest.approx([(t + 1) / 10 for t in range(10)])
-    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert all(a >= b for a, b in zip(values[10:-1], values[11:], strict=True))
     assert values[-1] < 0.001
 
 
