@@ -185,7 +185,8 @@ def predict_with(model: Any, x: torch.Tensor) -> np.ndarray:
     )
 
 
-def _accuracy(model: Any, data: Data) -> float:
+def accuracy(model: Any, data: Data) -> float:
+    """The fraction of ``data`` that ``model`` (anything a study method returns) gets right."""
     predicted = predict_with(model, data.x)
     if predicted.shape != (len(data),):
         raise ValueError(f"the model predicted an array of shape {predicted.shape} for "
@@ -258,13 +259,13 @@ def label_budget_study(
                     row = {
                         "method": name, "budget": budget,
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
-                        "seed": seed, "val_accuracy": _accuracy(model, val),
+                        "seed": seed, "val_accuracy": accuracy(model, val),
                     }
                     if test is not None:
-                        row.update(n_test=len(test), test_accuracy=_accuracy(model, test))
+                        row.update(n_test=len(test), test_accuracy=accuracy(model, test))
                     row["seconds"] = seconds
                     for test_name, data in (also_test or {}).items():
-                        row[f"{test_name}_accuracy"] = _accuracy(model, data)
+                        row[f"{test_name}_accuracy"] = accuracy(model, data)
                     row.update(getattr(model, "measurements", None) or {})
                     rows.append(row)
                     bar.update(1)
@@ -384,7 +385,7 @@ def compare_to_baseline(summary: Sequence[Mapping[str, Any]], method: str,
 
 
 __all__ = [
-    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "budget_label", "budget_words", "check_budgets",
+    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "budget_label", "budget_words", "check_budgets",
     "compare_to_baseline", "epochs_for_steps", "fit_method", "label_budget_study",
     "logistic_regression", "predict_with", "summarise", "summary_html", "summary_table",
 ]

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .data import Data
-from .experiments import Budget, Method, _accuracy, label_budget_study, summarise
+from .experiments import Budget, Method, accuracy, label_budget_study, summarise
 
 COST_COLUMNS = ("seconds", "seconds_per_epoch", "trainable_params", "feature_drift")
 
@@ -95,7 +95,7 @@ class SealedTestSet:
     def __init__(self, test: Data) -> None:
         self._test = test
         self.used_by: str | None = None
-        self.accuracy: float | None = None
+        self.score: float | None = None
 
     def __len__(self) -> int:
         return len(self._test)
@@ -104,13 +104,13 @@ class SealedTestSet:
         """The test accuracy of ``model``; refused after the first call."""
         if self.used_by is not None:
             raise TestSetAlreadyUsed(
-                f"this test set already scored {self.used_by} ({self.accuracy:.3f}). A second "
+                f"this test set already scored {self.used_by} ({self.score:.3f}). A second "
                 "look is a second choice made on the test set, and the number you report "
                 "would be optimistic. Compare candidates on validation (selection.search); if "
                 "you must start again, seal a new test set and say so in your report.")
-        self.accuracy = _accuracy(model, self._test)
+        self.score = accuracy(model, self._test)
         self.used_by = name
-        return self.accuracy
+        return self.score
 
     def __repr__(self) -> str:
         state = "unused" if self.used_by is None else f"used by {self.used_by}"
