@@ -425,3 +425,82 @@ def _bn_running_mean(answer: Any) -> tuple[bool, str]:
                        "updates the running statistics.")
     return False, ("PyTorch updates running_mean ← (1 − momentum)·running_mean + momentum·"
                    "batch_mean. Apply it 10 times, starting from 0, with batch mean 1.")
+
+
+# --- lesson 06 ---------------------------------------------------------------------------
+
+CAPSTONE_BAR = 0.90  # test accuracy the capstone's model must reach
+CAPSTONE_LABELS = 5  # labels per class the capstone gives you
+
+
+def capstone_task():
+    """The capstone's target task: the digits 5–9 in negative (`transferkit.data.invert`),
+    classes renumbered 0–4, with ``CAPSTONE_LABELS`` labels per class to train on.
+
+    Returns ``(train, val)``. The test set stays inside `check("06.capstone", model)`:
+    you cannot choose on it, so its score is an honest one.
+    """
+    train, val, _ = _capstone_splits()
+    from .data import few_labels
+
+    return few_labels(train.x, train.y, CAPSTONE_LABELS, seed=0), val
+
+
+def _capstone_splits():
+    from .data import invert, load_digits, split_classes, train_val_test_split
+
+    digits = load_digits(images=True)
+    _, target = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
+    return train_val_test_split(invert(target.x), target.y, seed=1)
+
+
+@register("06.capstone")
+def _capstone(answer: Any) -> tuple[bool, str]:
+    from .experiments import accuracy
+
+    if not isinstance(answer, torch.nn.Module):
+        return False, "pass the trained model itself (an nn.Module), e.g. check(..., model)."
+    *_, test = _capstone_splits()
+    try:
+        score = accuracy(answer, test)
+    except (RuntimeError, ValueError) as err:
+        return False, (f"the model could not classify the capstone's images, shaped "
+                       f"{tuple(test.x.shape[1:])} with 5 classes ({str(err)[:120]}).")
+    if score >= CAPSTONE_BAR:
+        return True, (f"passed: test accuracy {score:.3f} (the bar is {CAPSTONE_BAR:.2f}), "
+                      "measured once, on images you never saw. Now write down why you chose "
+                      "your strategy.")
+    return False, (f"test accuracy {score:.3f}, below the bar of {CAPSTONE_BAR:.2f}. Compare "
+                   "candidates on the validation set first: does the backbone need to train on "
+                   "a new domain, or only the head? Are the steps and the rate enough?")
+
+
+@register("06.stlr_peak_step")
+def _stlr_peak_step(answer: Any) -> tuple[bool, str]:
+    from .schedules import slanted_triangular
+
+    values = slanted_triangular(cut_frac=0.1, ratio=32).values(200)
+    right = values.index(max(values))
+    if close(answer, right, rel=0):
+        return True, "right: the rate peaks at step ⌊T · cut_frac⌋ and falls from there."
+    if close(answer, right - 1, rel=0) or close(answer, right + 1, rel=0):
+        return False, "one step off: count from step 0, and use cut = ⌊T · cut_frac⌋."
+    if close(answer, 0.1, rel=1e-6):
+        return False, "that is the fraction; the answer is a step number between 0 and 199."
+    return False, ("the schedule climbs for the first cut_frac of the run: which step is that for "
+                   "a run of 200 steps? (slanted_triangular(0.1).values(200) lets you look.)")
+
+
+@register("06.one_cycle_first_lr")
+def _one_cycle_first_lr(answer: Any) -> tuple[bool, str]:
+    from .schedules import one_cycle
+
+    peak = 3e-3
+    right = peak * one_cycle(pct_start=0.3, div=25).values(100)[0]
+    if close(answer, right, rel=1e-3):
+        return True, "right: one-cycle starts 25 times below its peak, then climbs."
+    if close(answer, peak, rel=1e-3):
+        return False, "that is the peak; one-cycle does not start there."
+    if close(answer, peak / 25 / 1e4, rel=1e-3):
+        return False, "that is where it ends (÷ div ÷ final_div); the start is ÷ div only."
+    return False, "the first rate is the peak divided by div (25 by default)."

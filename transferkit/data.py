@@ -271,6 +271,15 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return _warp(x, torch.full((n,), math.radians(degrees)), torch.zeros(n, 2))
 
 
+def invert(x: torch.Tensor) -> torch.Tensor:
+    """Every image in negative: dark strokes on a light background (``1 − x``, for
+    pixels in [0, 1] as `load_digits` gives them). Same digits, new domain."""
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError("invert expects pixels in [0, 1] (load_digits' scale); got values "
+                         f"from {x.min().item():.3g} to {x.max().item():.3g}.")
+    return 1 - x
+
+
 def translate(x: torch.Tensor, dx: float = 1, dy: float = 0) -> torch.Tensor:
     """Every image moved ``dx`` pixels right and ``dy`` down (zeros come in)."""
     n = len(x)

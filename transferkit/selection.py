@@ -8,7 +8,9 @@ leaks into the number you report, and the number is then too good. So:
    and score it on the *validation* set only. The test set is not an argument.
 2. `leaderboard`: mean ± std of the validation accuracy per candidate, best
    first, with what each cost (seconds, trainable parameters) beside it;
-   `winner` is the top row, `tied_with` the candidates within its noise.
+   `winner` is the top row, `tied_with` the candidates within its noise,
+   `recommend` the cheapest of those; `guide` turns leaderboards from several
+   settings (data size, task similarity) into a decision table.
 3. `SealedTestSet.evaluate(model)`: the test accuracy of the one model you
    chose. It works once; a second call is refused, because a second look is a
    second choice.
@@ -19,6 +21,7 @@ A candidate is a study method, ``method(train, val, seed) -> model``, as in
 
 from __future__ import annotations
 
+import html
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -78,6 +81,62 @@ def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> li
             and top["mean"] - e["mean"] < max(top["std"], e["std"])]
 
 
+def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
+    """The cheapest of the winner and the candidates tied with it: when the
+    validation set cannot tell them apart, pay less (``cost``: a cost column)."""
+    contenders = [winner(board), *tied_with(board)]
+    entries = [e for e in board if e["method"] in contenders]
+    if any(cost not in e for e in entries):
+        raise KeyError(f"the leaderboard has no {cost!r} column; it has {list(board[0])}.")
+    return min(entries, key=lambda e: e[cost])["method"]
+
+
+def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = "scratch",
+          probe: str = "linear_probe", cost: str = "seconds") -> list[dict[str, str]]:
+    """A decision guide from measured leaderboards, one row per setting.
+
+    ``boards``: setting (e.g. "same style, 3 labels per class") → its
+    `leaderboard`. Each row says which candidate won on validation, which were
+    within its noise, the cheapest of those (the pick), whether the best
+    pre-trained candidate beat ``baseline`` (training from scratch) beyond the
+    noise, and how far feature extraction (``probe``) fell behind.
+    """
+    rows = []
+    for setting, board in boards.items():
+        by_name = {e["method"]: e for e in board}
+        best = winner(board)
+        pretrained = [e for e in board if e["method"] != baseline]
+        row = {"setting": setting, "best on validation": best,
+               "within its noise": ", ".join(tied_with(board)) or "none",
+               "pick (cheapest of those)": recommend(board, cost)}
+        if baseline in by_name and pretrained:
+            top, base = pretrained[0], by_name[baseline]  # the board is sorted, best first
+            gap, noise = top["mean"] - base["mean"], max(top["std"], base["std"])
+            verdict = ("helps" if gap > noise else "hurts" if gap < -noise else "no clear gain")
+            row["pre-training vs scratch"] = f"{verdict} ({gap:+.3f})"
+        if probe in by_name:
+            gap = by_name[probe]["mean"] - by_name[best]["mean"]
+            row["feature extraction vs best"] = f"{gap:+.3f}"
+        rows.append(row)
+    return rows
+
+
+def rows_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain HTML table of dict rows (the keys of the first row are the columns)."""
+    if not rows:
+        return "<p>(no rows)</p>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+
+    def cell(value: Any) -> str:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return f"<td>{html.escape(text)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(row.get(c, "")) for c in columns) + "</tr>"
+                   for row in rows)
+    return f"<table class='transferkit-table'><tr>{head}</tr>{body}</table>"
+
+
 class TestSetAlreadyUsed(RuntimeError):
     """A `SealedTestSet` was asked for a second score."""
 
@@ -117,5 +176,5 @@ class SealedTestSet:
         return f"SealedTestSet({len(self)} examples, {state})"
 
 
-__all__ = ["COST_COLUMNS", "SealedTestSet", "TestSetAlreadyUsed", "leaderboard", "search",
-           "tied_with", "winner"]
+__all__ = ["COST_COLUMNS", "SealedTestSet", "TestSetAlreadyUsed", "guide", "leaderboard",
+           "recommend", "rows_html", "search", "tied_with", "winner"]
