@@ -341,4 +341,21 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
+    "06_choosing_a_strategy.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, WIDGET_BUTTON, PLOTLY_PLOT, readout_beside("steps")),
+        interactions=(
+            press_slider(
+                "steps",
+                watch=plot_title_beside("steps"),
+                before=r"slanted_triangular: the learning rate at each of 100 steps",
+                expect=r"slanted_triangular: the learning rate at each of 120 steps",
+            ),
+            press_button(
+                "train",
+                watch=readout_beside("steps"),
+                before=r"press train to try it$",
+                expect=r"validation accuracy\s+slanted_triangular\s+3e-03\s+120\s+\d\.\d{3}",
+            ),
+        ),
+    ),
 }

@@ -92,20 +92,23 @@ def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
 
 
 def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = "scratch",
-          probe: str = "linear_probe", cost: str = "seconds") -> list[dict[str, str]]:
+          probe: str = "linear_probe", not_pretrained: Sequence[str] = ("logistic",),
+          cost: str = "seconds") -> list[dict[str, str]]:
     """A decision guide from measured leaderboards, one row per setting.
 
     ``boards``: setting (e.g. "same style, 3 labels per class") → its
     `leaderboard`. Each row says which candidate won on validation, which were
     within its noise, the cheapest of those (the pick), whether the best
     pre-trained candidate beat ``baseline`` (training from scratch) beyond the
-    noise, and how far feature extraction (``probe``) fell behind.
+    noise, and how far feature extraction (``probe``) fell behind. Candidates in
+    ``not_pretrained`` (e.g. logistic regression) take part in the race but
+    are not counted as pre-trained.
     """
     rows = []
     for setting, board in boards.items():
         by_name = {e["method"]: e for e in board}
         best = winner(board)
-        pretrained = [e for e in board if e["method"] != baseline]
+        pretrained = [e for e in board if e["method"] not in (baseline, *not_pretrained)]
         row = {"setting": setting, "best on validation": best,
                "within its noise": ", ".join(tied_with(board)) or "none",
                "pick (cheapest of those)": recommend(board, cost)}

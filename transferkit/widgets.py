@@ -995,8 +995,8 @@ def schedule_lab(
         mean = sum(_make_schedule(which.value, shape.value).values(length.value)) / length.value
         panel.status.value = (f"<div class='transferkit-readout'>{html.escape(which.value)}: "
                               f"mean rate {mean * peak.value:.2g} ({mean:.0%} of the peak)"
-                              f"{'; press train to try it' if train is not None else ''}</div>"
-                              + (table() if runs else ""))
+                              f"{'; press train to try it' if train is not None else ''}"
+                              f"{table() if runs else ''}</div>")
         show_in(panel.figure, figure())
 
     def train_now() -> None:
