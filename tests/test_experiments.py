@@ -260,3 +260,29 @@ def test_fit_method_does_not_reset_the_notebooks_random_numbers():
     first = method(subset, None, 0)
     assert torch.equal(torch.rand(2), expected)
     assert torch.equal(first.weight, method(subset, None, 0).weight)  # a seed is a seed
+
+
+# --- lesson 06: a study on validation only (the search of transferkit.selection) -----------
+
+
+def test_study_without_a_test_set_measures_validation_only(splits):
+    seen = []
+
+    def recording(train, val, seed):
+        seen.append(val)
+        return nearest_class_mean(train, val, seed)
+
+    rows = ex.label_budget_study({"nearest mean": recording}, (splits.train, splits.val, None),
+                                 budgets=(2, None), seeds=(0, 1), progress=False)
+    assert len(rows) == 4 and all(val is splits.val for val in seen)
+    for row in rows:
+        assert "test_accuracy" not in row and "n_test" not in row
+        assert {"val_accuracy", "seconds"} <= set(row)
+    labelled = few_labels(splits.train.x, splits.train.y, 2, seed=1)
+    model = nearest_class_mean(labelled, None, 1)
+    assert rows[1]["val_accuracy"] == pytest.approx(
+        (model(splits.val.x) == splits.val.y).float().mean().item())
+    summary = ex.summarise(rows, metric="val_accuracy")
+    assert [s["budget"] for s in summary] == [2, None] and "n_test" not in summary[0]
+    with pytest.raises(KeyError, match="no column 'test_accuracy'"):
+        ex.summarise(rows)  # the default metric is not there to summarise

@@ -567,3 +567,111 @@ def test_finetune_method_accepts_partial_and_refuses_unknown_strategies(digits):
     assert not torch.equal(model.encoder[3].weight, encoder[3].weight)  # in the top 2: trained
     with pytest.raises(ValueError, match="unknown strategy 'lpft'"):
         finetune_method(lambda: None, "lpft")
+
+
+# --- lesson 06: what a strategy costs, and fine-tuning without watching validation ----------
+
+
+def _count_trainable_when_fit_runs(monkeypatch):
+    """Record, at every `fit` call inside fine_tune, how many parameters could train."""
+    import transferkit.finetune as ft
+
+    counts, real_fit = [], ft.fit
+
+    def counting_fit(model, *args, **kwargs):
+        counts.append(sum(p.numel() for p in model.parameters() if p.requires_grad))
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "fit", counting_fit)
+    return counts
+
+
+def test_gradual_stage_params_grow_and_are_what_really_trained(monkeypatch, tiny_cnn,
+                                                               digit_tasks):
+    train = digit_tasks[1].train
+    counts = _count_trainable_when_fit_runs(monkeypatch)
+    model = tiny_cnn()
+    result = fine_tune(model, (train.x[:64], train.y[:64]), strategy="gradual", epochs=1,
+                       progress=False)
+    params = [stage.params for stage in result.stages]
+    assert len(params) == 3 and params == counts
+    assert params == sorted(set(params))  # strictly more every stage
+    assert params[-1] == sum(p.numel() for p in model.parameters())
+    head = model[7]
+    assert params[0] > head.weight.numel() + head.bias.numel()  # bn="train": BN trains too
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_linear_probe_stage_params_are_the_heads(monkeypatch, tiny_cnn, digit_tasks, cache):
+    train = digit_tasks[1].train
+    counts = _count_trainable_when_fit_runs(monkeypatch)
+    model = tiny_cnn()
+    result = fine_tune(model, (train.x[:64], train.y[:64]), strategy="linear_probe",
+                       epochs=1, cache=cache, progress=False)
+    (stage,) = result.stages
+    assert stage.params == 8 * 64 * 5 + 5 == counts[0]
+    assert result.cost()["trainable_params"] == stage.params
+
+
+def test_cost_sums_epochs_over_stages(digits):
+    model = pretrained_classifier()
+    result = fine_tune(model, (digits.train.x[:128], digits.train.y[:128]), strategy="lp_ft",
+                       epochs=2, probe_epochs=3, progress=False)
+    cost = result.cost()
+    assert cost["epochs"] == 5 == len(result.to_rows())
+    seconds = [row["seconds"] for row in result.to_rows()]
+    assert cost["seconds"] == pytest.approx(sum(seconds)) and cost["seconds"] > 0
+    assert cost["seconds_per_epoch"] == pytest.approx(sum(seconds) / 5)
+    probe, full = result.stages
+    assert probe.params == 16 * 10 + 10 and full.params == sum(
+        p.numel() for p in model.parameters())
+    assert cost["trainable_params"] == full.params  # the most any stage trained
+
+
+def _spy_on_fine_tune(monkeypatch):
+    import transferkit.finetune as ft
+
+    calls, real = [], ft.fine_tune
+
+    def spy(model, train, val=None, **kwargs):
+        calls.append({"val": val, "result": real(model, train, val, **kwargs)})
+        return calls[-1]["result"]
+
+    monkeypatch.setattr(ft, "fine_tune", spy)
+    return calls
+
+
+def test_finetune_method_without_val_trains_blind(monkeypatch, tiny_cnn, digit_tasks):
+    _, target = digit_tasks
+    calls = _spy_on_fine_tune(monkeypatch)
+    labelled = type(target.train)(target.train.x[:50], target.train.y[:50])
+    val = target.val
+    method = finetune_method(tiny_cnn, "full", steps=4, lr=1e-3, use_val=False)
+    model = method(labelled, val, 0)
+    (call,) = calls
+    result = call["result"]
+    assert call["val"] is None  # fine_tune never saw the validation set
+    assert result.feature_drift is None and model.measurements["feature_drift"] is None
+    (stage,) = result.stages
+    assert not any(column.startswith("val") for column in stage.history.columns)
+    assert stage.history.best_epoch is None  # nothing restored: the last epoch's weights
+    assert len(stage.history) == 4  # one batch of 50 per epoch, 4 steps
+    cost = result.cost()
+    assert model.measurements["trainable_params"] == cost["trainable_params"] == sum(
+        p.numel() for p in model.parameters())
+    assert model.measurements["seconds_per_epoch"] == cost["seconds_per_epoch"] > 0
+
+
+def test_finetune_method_watches_val_by_default(monkeypatch, tiny_cnn, digit_tasks):
+    _, target = digit_tasks
+    calls = _spy_on_fine_tune(monkeypatch)
+    labelled = type(target.train)(target.train.x[:50], target.train.y[:50])
+    val = target.val
+    model = finetune_method(tiny_cnn, "full", steps=4, lr=1e-3)(labelled, val, 0)
+    (call,) = calls
+    assert call["val"] is val
+    history = call["result"].stages[0].history
+    assert {"val_loss", "val_accuracy"} <= set(history.columns)
+    assert history.best_epoch is not None
+    drift = model.measurements["feature_drift"]
+    assert drift == call["result"].feature_drift and drift > 0

@@ -239,3 +239,60 @@ def test_label_budget_explorer_bad_arguments(digit_splits):
         widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 3), value=5)
     with pytest.raises(ValueError, match="smallest class"):
         widgets.label_budget_explorer(digit_splits, _small_mlp, budgets=(1, 1000), value=1)
+
+
+# --- lesson 06: choosing a strategy -------------------------------------------------------
+
+
+def _schedules():
+    from transferkit import schedules
+
+    return {"constant": schedules.constant(), "cosine": schedules.cosine(),
+            "step": schedules.step_decay((0.5,), 0.1)}
+
+
+def test_schedule_figure_draws_lr_times_the_multipliers():
+    chosen = _schedules()
+    fig = plots.schedule_figure(chosen, 20, lr=3e-3)
+    assert [t.name for t in fig.data] == list(chosen)
+    for trace, schedule in zip(fig.data, chosen.values(), strict=True):
+        assert list(trace.x) == list(range(20))
+        assert np.allclose(trace.y, [3e-3 * m for m in schedule.values(20)])
+        assert trace.opacity == 1.0
+    assert np.allclose(fig.data[2].y, [3e-3] * 10 + [3e-4] * 10)
+    assert fig.data[1].y[0] == pytest.approx(3e-3) and fig.data[1].y[-1] < 1e-4
+
+
+def test_schedule_figure_highlight_makes_the_others_faint():
+    fig = plots.schedule_figure(_schedules(), 10, highlight="cosine")
+    opacity = {t.name: t.opacity for t in fig.data}
+    width = {t.name: t.line.width for t in fig.data}
+    assert opacity["cosine"] == 1.0 and opacity["constant"] < 1.0 and opacity["step"] < 1.0
+    assert width["cosine"] > width["constant"]
+    with pytest.raises(KeyError, match="no schedule 'cosin'.*'cosine'"):
+        plots.schedule_figure(_schedules(), 10, highlight="cosin")
+    with pytest.raises(ValueError, match="no schedules"):
+        plots.schedule_figure({}, 10)
+
+
+def _board():
+    return [
+        {"method": "full", "mean": 0.95, "std": 0.01, "n": 3, "seconds_per_epoch": 0.2,
+         "trainable_params": 2000.0},
+        {"method": "linear probe", "mean": 0.90, "std": 0.03, "n": 3, "seconds_per_epoch": 0.01,
+         "trainable_params": 50.0},
+    ]
+
+
+def test_cost_figure_puts_each_candidate_at_its_cost_and_accuracy():
+    fig = plots.cost_figure(_board())
+    (trace,) = fig.data
+    assert list(trace.x) == [0.2, 0.01] and list(trace.y) == [0.95, 0.90]
+    assert list(trace.error_y.array) == [0.01, 0.03]
+    assert list(trace.text) == ["full", "linear probe"]
+    params = plots.cost_figure(_board(), cost="trainable_params").data[0]
+    assert list(params.x) == [2000.0, 50.0]
+    with pytest.raises(KeyError, match="lack 'seconds'"):
+        plots.cost_figure(_board(), cost="seconds")
+    with pytest.raises(ValueError, match="empty"):
+        plots.cost_figure([])

@@ -1,0 +1,199 @@
+"""transferkit.selection: choose on validation, test once."""
+
+import statistics
+
+import pytest
+import torch
+
+from transferkit import experiments as ex
+from transferkit.data import Data, few_labels, load_digits, train_val_test_split
+from transferkit.selection import (
+    COST_COLUMNS,
+    SealedTestSet,
+    TestSetAlreadyUsed,
+    leaderboard,
+    search,
+    tied_with,
+    winner,
+)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return train_val_test_split(*load_digits(), seed=0)
+
+
+def nearest_class_mean(train, val, seed):
+    """A deterministic method returning a function x -> labels."""
+    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])
+    return lambda x: torch.cdist(x, means).argmin(dim=1)
+
+
+def always(label, **measurements):
+    """A method whose model predicts ``label`` for every input and carries ``measurements``
+    (each a function of the seed)."""
+
+    def method(train, val, seed):
+        def model(x):
+            return torch.full((len(x),), label)
+
+        model.measurements = {k: f(seed) for k, f in measurements.items()}
+        return model
+
+    return method
+
+
+def accuracy(model, data):
+    return (model(data.x) == data.y).float().mean().item()
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def test_search_scores_on_validation_and_has_no_test_column(splits):
+    seen = []
+
+    def recording(train, val, seed):
+        seen.append((train, val, seed))
+        return nearest_class_mean(train, val, seed)
+
+    rows = search({"nearest mean": recording}, splits.train, splits.val, budget=3,
+                  seeds=(0, 4), progress=False)
+    assert [(r["method"], r["budget"], r["seed"]) for r in rows] == [
+        ("nearest mean", 3, 0), ("nearest mean", 3, 4)]
+    assert all(val is splits.val for _, val, _ in seen)
+    for row, (train, _, seed) in zip(rows, seen, strict=True):
+        expected = few_labels(splits.train.x, splits.train.y, 3, seed=seed)
+        assert torch.equal(train.x, expected.x) and row["n_train"] == 30
+        assert row["val_accuracy"] == pytest.approx(accuracy(nearest_class_mean(train, 0, 0),
+                                                             splits.val))
+    for row in rows:
+        assert not any("test" in column for column in row), row
+
+
+def test_search_with_every_label_trains_on_the_whole_train_set(splits):
+    rows = search({"nearest mean": nearest_class_mean}, splits.train, splits.val, seeds=(0,),
+                  progress=False)
+    (row,) = rows
+    assert row["budget"] is None and row["n_train"] == len(splits.train)
+    full = nearest_class_mean(splits.train, None, 0)
+    assert row["val_accuracy"] == pytest.approx(accuracy(full, splits.val))
+
+
+def test_search_rows_make_a_leaderboard_best_first_with_mean_costs(splits):
+    methods = {
+        "constant": always(0, trainable_params=lambda s: 10 * (s + 1),
+                           seconds_per_epoch=lambda s: 0.5),
+        "nearest mean": nearest_class_mean,
+    }
+    rows = search(methods, splits.train, splits.val, budget=5, seeds=(0, 1, 2), progress=False)
+    board = leaderboard(rows)
+    assert [entry["method"] for entry in board] == ["nearest mean", "constant"]
+    best, worst = board
+    assert best["mean"] > 0.6 and worst["mean"] < 0.2 and best["n"] == worst["n"] == 3
+    own = [r["val_accuracy"] for r in rows if r["method"] == "nearest mean"]
+    assert best["mean"] == pytest.approx(statistics.fmean(own))
+    assert best["std"] == pytest.approx(statistics.stdev(own))
+    assert worst["trainable_params"] == pytest.approx(20.0)  # mean of 10, 20, 30
+    assert worst["seconds_per_epoch"] == pytest.approx(0.5)
+    assert "trainable_params" not in best  # a method without the measurement gets none
+    for entry in board:  # seconds (always measured) is the mean over the seeds' runs
+        runs = [r["seconds"] for r in rows if r["method"] == entry["method"]]
+        assert entry["seconds"] == pytest.approx(statistics.fmean(runs))
+    assert winner(board) == "nearest mean"
+
+
+def test_leaderboard_refuses_rows_that_saw_the_test_set(splits):
+    rows = ex.label_budget_study({"nearest mean": nearest_class_mean}, splits, budgets=(2,),
+                                 seeds=(0,), progress=False)
+    assert "test_accuracy" in rows[0]
+    with pytest.raises(ValueError, match="test accuracies.*selection.search"):
+        leaderboard(rows)
+
+
+# --- leaderboard, winner, tied_with on known numbers ---------------------------------------
+
+
+def hand_rows(**accuracies):
+    """Search-like rows: one per (candidate, seed) with the given validation accuracies."""
+    return [{"method": name, "budget": None, "per_class": 100.0, "n_train": 1000, "seed": seed,
+             "val_accuracy": value, "seconds": 1.0 + seed}
+            for name, values in accuracies.items() for seed, value in enumerate(values)]
+
+
+@pytest.fixture
+def board():
+    return leaderboard(hand_rows(
+        low=[0.80, 0.81, 0.82],     # mean 0.81, std 0.01: far below
+        wide=[0.60, 0.90, 1.00],    # mean 0.833, std 0.208: close within its own noise
+        top=[0.90, 0.92, 0.94],     # mean 0.92, std 0.02
+        near=[0.89, 0.91, 0.93],    # mean 0.91, std 0.02: within the winner's noise
+    ))
+
+
+def test_leaderboard_sorts_by_mean_validation_accuracy(board):
+    assert [e["method"] for e in board] == ["top", "near", "wide", "low"]
+    top = board[0]
+    assert top["mean"] == pytest.approx(0.92) and top["std"] == pytest.approx(0.02)
+    assert top["n"] == 3 and top["metric"] == "val_accuracy"
+    assert top["seconds"] == pytest.approx(2.0)  # mean of 1, 2, 3
+    assert set(COST_COLUMNS) & set(top) == {"seconds"}
+
+
+def test_winner_is_the_best_mean_wherever_it_sits(board):
+    assert winner(board) == "top"
+    assert winner(list(reversed(board))) == "top"
+
+
+def test_tied_with_lists_the_candidates_within_one_std(board):
+    assert tied_with(board) == ["near", "wide"]  # wide: within its own (larger) std
+    assert tied_with(board, "near") == ["top", "wide"]
+    # a candidate far above is not "within the noise" of a weak one
+    assert tied_with(board, "low") == ["wide"]
+    with pytest.raises(KeyError, match="no candidate 'nope'"):
+        tied_with(board, "nope")
+
+
+def test_a_clear_winner_is_tied_with_nobody():
+    board = leaderboard(hand_rows(a=[0.95, 0.96, 0.97], b=[0.80, 0.81, 0.82]))
+    assert tied_with(board) == []
+
+
+def test_empty_leaderboards_are_clear_errors():
+    with pytest.raises(ValueError, match="empty.*selection.search"):
+        winner([])
+    with pytest.raises(ValueError, match="empty"):
+        tied_with([])
+    with pytest.raises(ValueError, match="no rows"):
+        leaderboard([])
+
+
+# --- the sealed test set ----------------------------------------------------------------------
+
+
+def test_sealed_test_set_scores_once_then_refuses(splits):
+    sealed = SealedTestSet(splits.test)
+    assert len(sealed) == len(splits.test)
+    assert repr(sealed) == f"SealedTestSet({len(splits.test)} examples, unused)"
+    model = nearest_class_mean(few_labels(splits.train.x, splits.train.y, 5, seed=0), None, 0)
+    expected = accuracy(model, splits.test)
+    assert ex.predict_with(model, splits.test.x).shape == (len(splits.test),)
+    score = sealed.evaluate(model, "nearest mean · 5 labels")
+    assert score == pytest.approx(expected) and 0.5 < score < 1.0
+    assert sealed.used_by == "nearest mean · 5 labels" and sealed.accuracy == score
+    assert repr(sealed).endswith("used by nearest mean · 5 labels)")
+    perfect = lambda x: splits.test.y  # noqa: E731  (would score 1.0 if it were asked)
+    with pytest.raises(TestSetAlreadyUsed, match=rf"nearest mean · 5 labels \({score:.3f}\)"):
+        sealed.evaluate(perfect, "the better one")
+    assert sealed.used_by == "nearest mean · 5 labels" and sealed.accuracy == score
+    assert issubclass(TestSetAlreadyUsed, RuntimeError)
+
+
+def test_a_model_that_cannot_predict_does_not_use_up_the_test_set():
+    test = Data(torch.rand(20, 64), torch.arange(20) % 10)
+    sealed = SealedTestSet(test)
+    with pytest.raises(ValueError, match="one class label per example"):
+        sealed.evaluate(lambda x: torch.zeros(len(x), 10), "logits by mistake")
+    assert sealed.used_by is None and "unused" in repr(sealed)
+    assert sealed.evaluate(lambda x: test.y) == 1.0
+    assert sealed.used_by == "the chosen model"
