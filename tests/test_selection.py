@@ -180,12 +180,12 @@ def test_sealed_test_set_scores_once_then_refuses(splits):
     assert ex.predict_with(model, splits.test.x).shape == (len(splits.test),)
     score = sealed.evaluate(model, "nearest mean · 5 labels")
     assert score == pytest.approx(expected) and 0.5 < score < 1.0
-    assert sealed.used_by == "nearest mean · 5 labels" and sealed.accuracy == score
+    assert sealed.used_by == "nearest mean · 5 labels" and sealed.score == score
     assert repr(sealed).endswith("used by nearest mean · 5 labels)")
     perfect = lambda x: splits.test.y  # noqa: E731  (would score 1.0 if it were asked)
     with pytest.raises(TestSetAlreadyUsed, match=rf"nearest mean · 5 labels \({score:.3f}\)"):
         sealed.evaluate(perfect, "the better one")
-    assert sealed.used_by == "nearest mean · 5 labels" and sealed.accuracy == score
+    assert sealed.used_by == "nearest mean · 5 labels" and sealed.score == score
     assert issubclass(TestSetAlreadyUsed, RuntimeError)
 
 
