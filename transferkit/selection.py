@@ -129,13 +129,14 @@ def rows_html(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "<p>(no rows)</p>"
     columns = list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    # Cells are separated by newlines so that the table's text reads as words.
+    head = "\n".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
 
     def cell(value: Any) -> str:
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
         return f"<td>{html.escape(text)}</td>"
 
-    body = "".join("<tr>" + "".join(cell(row.get(c, "")) for c in columns) + "</tr>"
+    body = "".join("\n<tr>" + "\n".join(cell(row.get(c, "")) for c in columns) + "</tr>"
                    for row in rows)
     return f"<table class='transferkit-table'><tr>{head}</tr>{body}</table>"
 

@@ -984,11 +984,12 @@ def schedule_lab(
     panel.runs = runs
 
     def table() -> str:
-        rows = "".join(f"<tr><td>{html.escape(r['schedule'])}</td><td>{r['lr']:.0e}</td>"
-                       f"<td>{r['steps']}</td><td>{r['val_accuracy']:.3f}</td></tr>"
+        # Cells are separated by newlines so that the table's text reads as words.
+        rows = "".join(f"\n<tr><td>{html.escape(r['schedule'])}</td>\n<td>{r['lr']:.0e}</td>"
+                       f"\n<td>{r['steps']}</td>\n<td>{r['val_accuracy']:.3f}</td></tr>"
                        for r in runs)
-        return ("<table class='transferkit-runs'><tr><th>schedule</th><th>peak lr</th>"
-                f"<th>steps</th><th>validation accuracy</th></tr>{rows}</table>")
+        return ("<table class='transferkit-runs'><tr><th>schedule</th>\n<th>peak lr</th>"
+                f"\n<th>steps</th>\n<th>validation accuracy</th></tr>{rows}</table>")
 
     def redraw() -> None:
         shape.disabled = which.value in ("constant", "step")
