@@ -44,3 +44,28 @@ def digit_tasks():
     source, target = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
     return (train_val_test_split(source.x, source.y, seed=0),
             train_val_test_split(target.x, target.y, seed=0))
+
+
+# --- label-budget studies and strategy searches: the digits and a method with no training ---
+
+
+@pytest.fixture(scope="session")
+def splits():
+    """All of the digits (flat, 64 features) as train / val / test, seed 0."""
+    from transferkit.data import load_digits, train_val_test_split
+
+    return train_val_test_split(*load_digits(), seed=0)
+
+
+def _nearest_class_mean(train, val, seed):
+    import torch
+
+    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])
+    return lambda x: torch.cdist(x, means).argmin(dim=1)
+
+
+@pytest.fixture
+def nearest_class_mean():
+    """A tiny deterministic method (train, val, seed) -> model: predict the class whose
+    mean image is nearest."""
+    return _nearest_class_mean

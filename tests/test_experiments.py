@@ -6,25 +6,14 @@ import torch
 from torch import nn
 
 from transferkit import experiments as ex
-from transferkit.data import Data, few_labels, load_digits, train_val_test_split
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return train_val_test_split(*load_digits(), seed=0)
-
-
-def nearest_class_mean(train, val, seed):
-    """A tiny deterministic method: predict the class whose mean image is nearest."""
-    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])
-    return lambda x: torch.cdist(x, means).argmin(dim=1)
+from transferkit.data import Data, few_labels, load_digits
 
 
 def linear():
     return nn.Linear(64, 10)
 
 
-def test_study_rows_cover_every_method_budget_and_seed(splits):
+def test_study_rows_cover_every_method_budget_and_seed(splits, nearest_class_mean):
     seen = []
 
     def recording(train, val, seed):
@@ -177,7 +166,7 @@ def test_study_rows_and_summary_carry_the_test_set_size(splits):
         ((1, 500), r"500 labels per class is more than the smallest class .* has \(\d+\)"),
     ],
 )
-def test_bad_budgets_are_clear_errors(splits, budgets, message):
+def test_bad_budgets_are_clear_errors(splits, budgets, message, nearest_class_mean):
     with pytest.raises(ValueError, match=message):
         ex.label_budget_study({"m": nearest_class_mean}, splits, budgets=budgets,
                               progress=False)
@@ -190,7 +179,7 @@ def test_a_budget_too_large_says_what_to_use():
     assert ex.check_budgets([1, 3, None], y) == (1, 3, None)
 
 
-def test_bad_methods_and_seeds(splits):
+def test_bad_methods_and_seeds(splits, nearest_class_mean):
     with pytest.raises(ValueError, match="methods is empty"):
         ex.label_budget_study({}, splits, progress=False)
     with pytest.raises(TypeError, match="not a function"):
@@ -249,7 +238,7 @@ def test_budget_label():
 def test_fit_method_does_not_reset_the_notebooks_random_numbers():
     from torch import nn
 
-    from transferkit.data import few_labels, load_digits
+    from transferkit.data import few_labels
     from transferkit.experiments import fit_method
 
     method = fit_method(lambda: nn.Linear(64, 10), steps=5, lr=1e-2)
@@ -265,7 +254,7 @@ def test_fit_method_does_not_reset_the_notebooks_random_numbers():
 # --- lesson 06: a study on validation only (the search of transferkit.selection) -----------
 
 
-def test_study_without_a_test_set_measures_validation_only(splits):
+def test_study_without_a_test_set_measures_validation_only(splits, nearest_class_mean):
     seen = []
 
     def recording(train, val, seed):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from transferkit import experiments as ex
-from transferkit.data import Data, few_labels, load_digits, train_val_test_split
+from transferkit.data import Data, few_labels
 from transferkit.selection import (
     COST_COLUMNS,
     SealedTestSet,
@@ -16,17 +16,6 @@ from transferkit.selection import (
     tied_with,
     winner,
 )
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return train_val_test_split(*load_digits(), seed=0)
-
-
-def nearest_class_mean(train, val, seed):
-    """A deterministic method returning a function x -> labels."""
-    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])
-    return lambda x: torch.cdist(x, means).argmin(dim=1)
 
 
 def always(label, **measurements):
@@ -50,7 +39,7 @@ def accuracy(model, data):
 # --- search ---------------------------------------------------------------------------------
 
 
-def test_search_scores_on_validation_and_has_no_test_column(splits):
+def test_search_scores_on_validation_and_has_no_test_column(splits, nearest_class_mean):
     seen = []
 
     def recording(train, val, seed):
@@ -71,7 +60,7 @@ def test_search_scores_on_validation_and_has_no_test_column(splits):
         assert not any("test" in column for column in row), row
 
 
-def test_search_with_every_label_trains_on_the_whole_train_set(splits):
+def test_search_with_every_label_trains_on_the_whole_train_set(splits, nearest_class_mean):
     rows = search({"nearest mean": nearest_class_mean}, splits.train, splits.val, seeds=(0,),
                   progress=False)
     (row,) = rows
@@ -80,7 +69,7 @@ def test_search_with_every_label_trains_on_the_whole_train_set(splits):
     assert row["val_accuracy"] == pytest.approx(accuracy(full, splits.val))
 
 
-def test_search_rows_make_a_leaderboard_best_first_with_mean_costs(splits):
+def test_search_rows_make_a_leaderboard_best_first_with_mean_costs(splits, nearest_class_mean):
     methods = {
         "constant": always(0, trainable_params=lambda s: 10 * (s + 1),
                            seconds_per_epoch=lambda s: 0.5),
@@ -103,7 +92,7 @@ def test_search_rows_make_a_leaderboard_best_first_with_mean_costs(splits):
     assert winner(board) == "nearest mean"
 
 
-def test_leaderboard_refuses_rows_that_saw_the_test_set(splits):
+def test_leaderboard_refuses_rows_that_saw_the_test_set(splits, nearest_class_mean):
     rows = ex.label_budget_study({"nearest mean": nearest_class_mean}, splits, budgets=(2,),
                                  seeds=(0,), progress=False)
     assert "test_accuracy" in rows[0]
@@ -171,7 +160,7 @@ def test_empty_leaderboards_are_clear_errors():
 # --- the sealed test set ----------------------------------------------------------------------
 
 
-def test_sealed_test_set_scores_once_then_refuses(splits):
+def test_sealed_test_set_scores_once_then_refuses(splits, nearest_class_mean):
     sealed = SealedTestSet(splits.test)
     assert len(sealed) == len(splits.test)
     assert repr(sealed) == f"SealedTestSet({len(splits.test)} examples, unused)"
