@@ -984,12 +984,11 @@ def schedule_lab(
     panel.runs = runs
 
     def table() -> str:
-        # Cells are separated by newlines so that the table's text reads as words.
-        rows = "".join(f"\n<tr><td>{html.escape(r['schedule'])}</td>\n<td>{r['lr']:.0e}</td>"
-                       f"\n<td>{r['steps']}</td>\n<td>{r['val_accuracy']:.3f}</td></tr>"
-                       for r in runs)
-        return ("<table class='transferkit-runs'><tr><th>schedule</th>\n<th>peak lr</th>"
-                f"\n<th>steps</th>\n<th>validation accuracy</th></tr>{rows}</table>")
+        from .selection import rows_html
+
+        return rows_html([{"schedule": r["schedule"], "peak lr": f"{r['lr']:.0e}",
+                           "steps": r["steps"], "validation accuracy": r["val_accuracy"]}
+                          for r in runs])
 
     def redraw() -> None:
         shape.disabled = which.value in ("constant", "step")
