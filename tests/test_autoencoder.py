@@ -363,7 +363,7 @@ class _DeviceSpy(Autoencoder):
 
 def test_inputs_go_to_the_models_device(monkeypatch):
     """After fit the model may sit on a GPU: the helpers move inputs to it, return CPU."""
-    monkeypatch.setattr("transferkit.autoencoder._model_device",
+    monkeypatch.setattr("transferkit.autoencoder.model_device",
                         lambda model: torch.device("meta"))
     x = torch.rand(5, 64)
     for run in (lambda m: codes(m, x), lambda m: reconstruct(m, x),

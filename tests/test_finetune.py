@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from transferkit import plots
 from transferkit.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.finetune import (
@@ -472,8 +473,11 @@ def test_every_strategy_learns_and_reports_its_stages(digits, strategy):
     assert len(result.stages) == expected_stages
     assert result.last()["val_accuracy"] > 0.5
     assert len(result.to_rows()) == 3 * expected_stages
-    fig = result.to_figure()
+    fig = plots.history_figure(result)
     assert len(fig.data) >= 2
+    # a dotted line where each stage but the last ends (in every panel)
+    assert result.stage_ends() == [3 * i for i in range(1, expected_stages)]
+    assert {shape.x0 for shape in fig.layout.shapes} == {e + 0.5 for e in result.stage_ends()}
     assert (result.feature_drift is None) == (strategy == "scratch")
 
 

@@ -179,14 +179,14 @@ def test_train_draws_curves_epoch_by_epoch_then_the_readout(encoder, splits, mon
     before = copy.deepcopy(encoder.state_dict())
     panel = lab(encoder, splits, epochs=2)
     seen = []  # what the figure shows after each epoch
-    epoch_end = widgets._StageCurves.on_epoch_end
+    epoch_end = widgets.finetune._StageCurves.on_epoch_end
 
     def watched(self, state):
         epoch_end(self, state)
         seen.append((panel.figure.layout.title.text, [list(t.x) for t in panel.figure.data],
                      len(panel.figure.layout.shapes), panel.controls["progress"].value))
 
-    monkeypatch.setattr(widgets._StageCurves, "on_epoch_end", watched)
+    monkeypatch.setattr(widgets.finetune._StageCurves, "on_epoch_end", watched)
     states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
     panel.controls["train"].click()
     assert torch.equal(torch.get_rng_state(), states[0])  # the notebook's RNG is untouched

@@ -96,7 +96,7 @@ def test_live_plot_grows_with_every_epoch(monkeypatch):
     from transferkit.train import fit
 
     shown = []
-    monkeypatch.setattr(widgets, "display", shown.append)
+    monkeypatch.setattr(widgets.common, "display", shown.append)
     x, y = load_digits()
     live = widgets.LivePlot()
     fit(torch.nn.Linear(64, 10), (x[:200], y[:200]), (x[200:300], y[200:300]), epochs=3,

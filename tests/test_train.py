@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+from transferkit import plots
 from transferkit.data import load_digits, train_val_test_split
+from transferkit.device import model_device
 from transferkit.train import (
     Callback,
     EarlyStopping,
@@ -232,7 +234,7 @@ def test_history_rows_and_figure(splits):
     rows = history.to_rows()
     rows[0]["loss"] = -1  # a copy: the history is untouched
     assert history["loss"][0] != -1
-    fig = history.to_figure(title="t")
+    fig = plots.history_figure(history, title="t")
     names = {trace.name for trace in fig.data}
     assert names == {"train", "validation"} and len(fig.data) == 4
     assert list(fig.data[0].y) == history["loss"]
@@ -308,9 +310,12 @@ def test_eval_mode_restores_modes_even_after_an_error():
 
 
 def test_the_device_of_a_model_made_of_buffers_is_where_its_buffers_are():
-    from transferkit.train import _model_device
-
     model = nn.Module()
     model.register_buffer("mean", torch.zeros(3, device="meta"))
-    assert _model_device(model).type == "meta"
-    assert _model_device(nn.ReLU()).type == "cpu"
+    assert model_device(model).type == "meta"
+    assert model_device(nn.ReLU()).type == "cpu"
+
+
+def test_live_plot_is_a_callback_now_and_the_old_flag_says_so(splits):
+    with pytest.raises(ValueError, match=r"callbacks=\[transferkit.widgets.LivePlot\(\)\]"):
+        fit(mlp(), splits.train, epochs=1, progress=False, live_plot=True)

@@ -13,7 +13,7 @@ A checkpoint is a dictionary of tensors and plain values written by
    from the internet can hold weights, never a program.
 
 The checkpoint remembers which parameters were frozen (``requires_grad=False``)
-and which BatchNorm layers have frozen statistics (`transferkit.finetune`'s
+and which BatchNorm layers have frozen statistics (`transferkit.freezing`'s
 ``bn="freeze"``), and `load_checkpoint` restores both, so a fine-tuning run
 resumes as it was. A file that does not fit the model is reported with the
 missing, unexpected and wrongly-shaped keys instead of being half-loaded; with
@@ -33,6 +33,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .freezing import bn_stats_frozen, freeze_bn_stats, unfreeze_bn_stats
+from .layers import BATCHNORMS
 
 FORMAT = "transferkit-checkpoint"
 VERSION = 1
@@ -102,18 +105,14 @@ def save_checkpoint(
 
 
 def _frozen_bn_stats(model: nn.Module) -> list[str]:
-    from .finetune import bn_stats_frozen  # finetune imports train, which imports this module
-
     return [name for name, m in model.named_modules() if bn_stats_frozen(m)]
 
 
 def _restore_bn_stats(model: nn.Module, frozen: list[str]) -> None:
-    from .finetune import _BATCHNORMS, bn_stats_frozen, freeze_bn_stats, unfreeze_bn_stats
-
     for name, m in model.named_modules():
         if name in frozen:
             freeze_bn_stats(m)
-        elif isinstance(m, _BATCHNORMS) and bn_stats_frozen(m):
+        elif isinstance(m, BATCHNORMS) and bn_stats_frozen(m):
             unfreeze_bn_stats(m, training=model.training)
 
 

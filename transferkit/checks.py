@@ -25,6 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from . import gd
+from .autoencoder import Autoencoder, Encoder, article_dims
+from .data import few_labels, invert, load_digits, split_classes, train_val_test_split
+from .experiments import accuracy
+from .freezing import ULMFIT_DECAY, freeze_to
+from .heads import Classifier
+from .layers import layer_groups
+from .schedules import one_cycle, slanted_triangular
+from .train import epoch_batches
 
 
 @dataclass(frozen=True)
@@ -110,8 +121,6 @@ def close(answer: Any, expected: float, rel: float = 1e-3, abs_: float = 1e-6) -
 
 @register("00.count_of_threes")
 def _count_of_threes(answer: Any) -> tuple[bool, str]:
-    from .data import load_digits
-
     _, y = load_digits()
     right = int((y == 3).sum())
     if close(answer, right, rel=0):
@@ -123,8 +132,6 @@ def _count_of_threes(answer: Any) -> tuple[bool, str]:
 
 @register("00.pixels_per_image")
 def _pixels_per_image(answer: Any) -> tuple[bool, str]:
-    from .data import load_digits
-
     x, _ = load_digits()
     right = x.shape[1]
     if close(answer, right, rel=0):
@@ -156,8 +163,6 @@ def _which_step(answer: Any) -> tuple[bool, str]:
 
 @register("01.one_step")
 def _one_step(answer: Any) -> tuple[bool, str]:
-    from . import gd
-
     f = gd.parabola(L=2.0, center=3.0)
     right = float(gd.descend(f, [0.0], lr=0.1, steps=1).points[1, 0])
     if close(answer, right):
@@ -172,8 +177,6 @@ def _one_step(answer: Any) -> tuple[bool, str]:
 
 @register("01.largest_stable_lr")
 def _largest_stable_lr(answer: Any) -> tuple[bool, str]:
-    from . import gd
-
     right = gd.stability_limit(L=25.0)
     if close(answer, right, rel=1e-2):
         return True, "right: past it, the error along the steep direction grows every step."
@@ -188,8 +191,6 @@ def _largest_stable_lr(answer: Any) -> tuple[bool, str]:
 
 @register("01.momentum_limit")
 def _momentum_limit(answer: Any) -> tuple[bool, str]:
-    from . import gd
-
     right = gd.stability_limit(L=25.0, momentum=0.5)
     if close(answer, right, rel=1e-2):
         return True, "right: momentum lets a larger step stay stable."
@@ -225,11 +226,8 @@ def _cross_entropy(answer: Any) -> tuple[bool, str]:
 
 @register("02.steps_per_epoch")
 def _steps_per_epoch(answer: Any) -> tuple[bool, str]:
-    from .data import load_digits, train_val_test_split
-    from .train import _batches
-
     train = train_val_test_split(*load_digits(), seed=0).train
-    right = len(_batches(len(train), 32))
+    right = len(epoch_batches(len(train), 32))
     if close(answer, right, rel=0):
         return True, "right: one step per mini-batch, the last (smaller) batch included."
     if close(answer, len(train) // 32, rel=0):
@@ -267,16 +265,12 @@ def _split_for_learning_rate(answer: Any) -> tuple[bool, str]:
 
 def _digits_split():
     """The split lesson 03 uses: ``train_val_test_split(x, y, seed=0)`` of the digits."""
-    from .data import load_digits, train_val_test_split
 
     return train_val_test_split(*load_digits(), seed=0)
 
 
 @register("03.article_parameters")
 def _article_parameters(answer: Any) -> tuple[bool, str]:
-    from torch import nn
-
-    from .autoencoder import Autoencoder, article_dims
 
     model = Autoencoder(article_dims(64))
     right = sum(p.numel() for p in model.parameters())
@@ -330,16 +324,12 @@ def _pca_exact_code_size(answer: Any) -> tuple[bool, str]:
 
 def _article_classifier():
     """Lesson 04's model: a 10-class head on the article's encoder for 64 inputs."""
-    from .autoencoder import Encoder, article_dims
-    from .finetune import Classifier
 
     return Classifier(Encoder({"kind": "mlp", "dims": list(article_dims(64))}), 10)
 
 
 @register("04.trainable_after_freeze_to")
 def _trainable_after_freeze_to(answer: Any) -> tuple[bool, str]:
-    from .finetune import freeze_to
-
     model = freeze_to(_article_classifier(), -2)
     right = sum(p.numel() for p in model.parameters() if p.requires_grad)
     head = sum(p.numel() for p in model.head.parameters())
@@ -356,8 +346,6 @@ def _trainable_after_freeze_to(answer: Any) -> tuple[bool, str]:
 
 @register("04.discriminative_lr")
 def _discriminative_lr(answer: Any) -> tuple[bool, str]:
-    from .finetune import ULMFIT_DECAY, layer_groups
-
     n = len(layer_groups(_article_classifier()))
     right = 1e-3 / ULMFIT_DECAY ** (n - 1)
     if close(answer, right, rel=1e-3, abs_=0):
@@ -396,7 +384,7 @@ def _momentum_drift(answer: Any) -> tuple[bool, str]:
 
 @register("05.articles_recipe_trainable")
 def _articles_recipe_trainable(answer: Any) -> tuple[bool, str]:
-    from torchvision.models.resnet import Bottleneck
+    from torchvision.models.resnet import Bottleneck  # heavy: only this check needs it
 
     features = 512 * Bottleneck.expansion  # ResNet-50's fc.in_features, without building it
     right = features * 10 + 10  # a new Linear(features, 10): weights and biases
@@ -441,13 +429,11 @@ def capstone_task():
     you cannot choose on it, so its score is an honest one.
     """
     train, val, _ = _capstone_splits()
-    from .data import few_labels
 
     return few_labels(train.x, train.y, CAPSTONE_LABELS, seed=0), val
 
 
 def _capstone_splits():
-    from .data import invert, load_digits, split_classes, train_val_test_split
 
     digits = load_digits(images=True)
     _, target = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
@@ -456,8 +442,6 @@ def _capstone_splits():
 
 @register("06.capstone")
 def _capstone(answer: Any) -> tuple[bool, str]:
-    from .experiments import accuracy
-
     if not isinstance(answer, torch.nn.Module):
         return False, "pass the trained model itself (an nn.Module), e.g. check(..., model)."
     *_, test = _capstone_splits()
@@ -477,8 +461,6 @@ def _capstone(answer: Any) -> tuple[bool, str]:
 
 @register("06.stlr_peak_step")
 def _stlr_peak_step(answer: Any) -> tuple[bool, str]:
-    from .schedules import slanted_triangular
-
     values = slanted_triangular(cut_frac=0.1, ratio=32).values(200)
     right = values.index(max(values))
     if close(answer, right, rel=0):
@@ -493,8 +475,6 @@ def _stlr_peak_step(answer: Any) -> tuple[bool, str]:
 
 @register("06.one_cycle_first_lr")
 def _one_cycle_first_lr(answer: Any) -> tuple[bool, str]:
-    from .schedules import one_cycle
-
     peak = 3e-3
     right = peak * one_cycle(pct_start=0.3, div=25).values(100)[0]
     if close(answer, right, rel=1e-3):

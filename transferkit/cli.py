@@ -19,6 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .doctor import format_report, report
+from .student import write_student_versions
+from .workspace import describe, sync_lessons
+
 FIRST_LESSON = "00_welcome.ipynb"
 
 
@@ -56,16 +60,12 @@ def _headless() -> bool:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import format_report, report
-
     facts = report()
     print(format_report(facts))
     return 1 if facts["problems"] else 0
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from .workspace import describe, sync_lessons
-
     lessons = Path(args.lessons) if args.lessons else default_lessons()
     workdir = Path(args.workdir).resolve()
     try:
@@ -93,9 +93,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_student(args: argparse.Namespace) -> int:
-    from .student import write_student_versions
-    from .workspace import describe
-
     lessons = Path(args.lessons) if args.lessons else default_lessons()
     dest = Path(args.dest).resolve()
     try:

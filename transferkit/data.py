@@ -102,7 +102,7 @@ def load_digits(images: bool = False) -> Data:
     ``images=False`` gives ``x`` of shape (1797, 64) for an MLP;
     ``images=True`` gives (1797, 1, 8, 8) for a CNN. No download, ever.
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.datasets import load_digits as _sk_load_digits  # slow to import: on use
 
     bunch = _sk_load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0  # pixels are 0..16
@@ -205,7 +205,7 @@ def train_val_test_split(
     With ``stratify=True`` every part keeps the class proportions of ``y``.
     Choose models and settings on ``val``; report ``test`` once, at the end.
     """
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # slow to import: on use
 
     y = _labels(y)
     _check_fraction("val", val)
@@ -312,7 +312,7 @@ _TORCHVISION = {
 
 
 def _load_torchvision(name: str, root: str | Path, train: bool, download: bool) -> Data:
-    import torchvision.datasets
+    import torchvision.datasets  # heavy, and only these loaders need it
 
     cls_name, folder, loader = _TORCHVISION[name]
     root = Path(root).expanduser()

@@ -5,6 +5,8 @@
 ``TRANSFERKIT_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) to override it,
 for example to compare a CPU run with a GPU run of the same lesson.
 
+`model_device(model)` says where a model's weights already are.
+
 `seed_everything(seed)` seeds Python's, NumPy's and PyTorch's random number
 generators so that two runs with the same seed give the same numbers.
 """
@@ -17,6 +19,7 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 ENV_VAR = "TRANSFERKIT_DEVICE"
 _KINDS = ("cpu", "cuda", "mps")
@@ -70,6 +73,19 @@ def pick_device(prefer: str | None = None) -> torch.device:
             f"Use 'cpu', or unset {ENV_VAR} to choose automatically."
         )
     return torch.device(choice.lower())
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights live: its first parameter's device, or its first buffer's
+    (a model made only of buffers, such as a fitted PCA), or the CPU.
+
+    >>> model_device(nn.Linear(2, 1))
+    device(type='cpu')
+    """
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def seed_everything(seed: int) -> int:

@@ -13,6 +13,10 @@ import platform
 import sys
 from importlib import metadata
 
+import torch
+
+from .device import ENV_VAR, pick_device
+
 PACKAGES = (
     "transferkit", "torch", "torchvision", "numpy", "scikit-learn", "plotly",
     "ipywidgets", "anywidget", "jupyterlab_widgets", "tqdm", "jupyterlab",
@@ -35,10 +39,6 @@ def _major(version: str | None) -> int:
 
 def report() -> dict:
     """The facts, as a dictionary (``problems`` lists what needs fixing)."""
-    import torch
-
-    from .device import ENV_VAR, pick_device
-
     versions = {name: _version(name) for name in PACKAGES}
     problems: list[str] = []
     try:

@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .data import Data, few_labels
 from .device import seeded
+from .train import epochs_for_steps, fit, predict
 
 Method = Callable[[Data, Data, int], Any]
 Budget = int | None  # labels per class; None means every training label
@@ -101,20 +103,6 @@ def check_budgets(budgets: Iterable[Budget], y: torch.Tensor) -> tuple[Budget, .
     return budgets
 
 
-def epochs_for_steps(n_examples: int, batch_size: int, steps: int) -> int:
-    """Epochs needed for at least ``steps`` optimizer steps over ``n_examples``.
-
-    One epoch makes ``ceil(n_examples / batch_size)`` steps, so 10 labelled
-    examples give one step per epoch and 1,000 give 16 at batch size 64.
-    Training every budget for the same number of *steps* (not epochs) gives
-    small budgets a fair amount of optimisation.
-    """
-    if n_examples < 1 or batch_size < 1 or steps < 1:
-        raise ValueError(f"n_examples, batch_size and steps must be positive, got "
-                         f"{n_examples}, {batch_size}, {steps}.")
-    return max(1, math.ceil(steps / math.ceil(n_examples / batch_size)))
-
-
 # --- methods -----------------------------------------------------------------------------
 
 
@@ -126,7 +114,7 @@ def logistic_regression(train: Data, val: Data | None = None, seed: int = 0,
     with L-BFGS. ``val`` is not used (no choice is made); it is accepted so this
     is a study method. Returns the fitted scikit-learn model.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # slow to import: only when used
 
     x = train.x.reshape(len(train.x), -1).numpy()
     return LogisticRegression(max_iter=max_iter, random_state=seed).fit(x, train.y.numpy())
@@ -155,8 +143,6 @@ def fit_method(make_model: Callable[[], nn.Module], *, steps: int = 300,
                              "trial's seed); leave it out.")
 
     def method(train: Data, val: Data, seed: int) -> nn.Module:
-        from .train import fit
-
         with seeded(seed):  # the same initial weights for a seed; your RNG is left alone
             model = make_model()
             epochs = epochs_for_steps(len(train), batch_size, steps)
@@ -171,8 +157,6 @@ def fit_method(make_model: Callable[[], nn.Module], *, steps: int = 300,
 def predict_with(model: Any, x: torch.Tensor) -> np.ndarray:
     """Class predictions of whatever a method returned, as a NumPy array."""
     if isinstance(model, nn.Module):
-        from .train import predict
-
         return predict(model, x).numpy()
     if hasattr(model, "predict"):  # scikit-learn style
         return np.asarray(model.predict(x.reshape(len(x), -1).numpy()))
@@ -242,8 +226,6 @@ def label_budget_study(
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers (at least one), got {seeds}.")
     n_classes = len(torch.unique(train.y))
-
-    from tqdm.auto import tqdm
 
     rows = []
     with tqdm(total=len(budgets) * len(seeds) * len(methods), desc="label-budget study",

@@ -6,18 +6,17 @@
 
 from __future__ import annotations
 
+from .device import seed_everything
+from .doctor import format_report
+
 
 def transferkit_doctor(line: str = "") -> None:
     """Print versions, the training device, threads and whether widgets render."""
-    from .doctor import format_report
-
     print(format_report())
 
 
 def transferkit_seed(line: str = "") -> None:
     """Seed every random number generator: ``%transferkit_seed 42``."""
-    from .device import seed_everything
-
     text = line.strip()
     if not text.isdigit():
         print(f"usage: %transferkit_seed N   (N a non-negative integer, got {text!r})")

@@ -53,6 +53,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .heads import find_head, replace_head
+
 FAMILIES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16")
 DOWNLOAD_HOST = "download.pytorch.org"
@@ -74,7 +77,7 @@ def _check_family(name: str) -> None:
 def weights_enum(name: str, weights: Any) -> Any:
     """torchvision's weights object for ``weights`` ("DEFAULT", "IMAGENET1K_V1",
     "ResNet18_Weights.IMAGENET1K_V1" or the object itself) of the family ``name``."""
-    from torchvision.models import WeightsEnum, get_model_weights
+    from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
 
     _check_family(name)
     family = get_model_weights(name)
@@ -173,6 +176,7 @@ def adapt_to_small_images(model: nn.Module, in_channels: int = 3) -> list[str]:
     takes ``in_channels`` channels and is untrained. ViT is refused (resize the
     images to 224 instead).
     """
+    # heavy: loaded on first use
     from torchvision.models import ConvNeXt, EfficientNet, MobileNetV3, ResNet, VisionTransformer
 
     if not isinstance(in_channels, int) or in_channels < 1:
@@ -225,7 +229,7 @@ def preprocess(name: str, weights: Any = None, *, small_images: bool = False) ->
     small-image network, whose inputs are used as they are (``nn.Identity``;
     normalise them the way its source task was trained).
     """
-    from torchvision.models import WeightsEnum, get_model_weights
+    from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
 
     _check_family(name)
     if small_images:
@@ -257,10 +261,7 @@ def _saved_options(name: str, ckpt: dict) -> dict[str, Any] | None:
 
 def _load_file(name: str, path: Path, small_images: bool, in_channels: int
                ) -> tuple[nn.Module, list[str], bool, int]:
-    from torchvision.models import get_model
-
-    from .checkpoint import load_checkpoint, read_checkpoint
-    from .finetune import find_head, replace_head
+    from torchvision.models import get_model  # heavy: loaded on first use
 
     ckpt = read_checkpoint(path)  # safe loading; a clear error for a missing or bad file
     saved = _saved_options(name, ckpt)
@@ -331,10 +332,7 @@ def backbone(
     >>> model.backbone_info.changes[-1]
     'maxpool: removed'
     """
-    from torchvision.models import get_model
-
-    from .checkpoint import CheckpointError
-    from .finetune import find_head, replace_head
+    from torchvision.models import get_model  # heavy: loaded on first use
 
     _check_family(name)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -406,7 +404,6 @@ def save_backbone(model: nn.Module, path: str | Path, *, overwrite: bool = False
     asked) whose ``meta["backbone"]`` records the family and the small-image
     options. Returns the path.
     """
-    from .checkpoint import save_checkpoint
 
     info = getattr(model, "backbone_info", None)
     if not isinstance(info, BackboneInfo):

@@ -17,6 +17,12 @@ history so far with the best weights restored.
 
 The data are in-memory tensors ``(x, y)``: for the course's datasets, slicing
 one big tensor is much faster than a `DataLoader` with worker processes.
+
+Progress bars are built in; anything else that should happen during training
+(early stopping, a live plot of the curves in a notebook) is a `Callback`:
+``fit(model, train, val, callbacks=[LivePlot()])`` with
+`transferkit.widgets.LivePlot`. This module never imports plotting code: the
+figures of a `History` are drawn by `transferkit.plots.history_figure`.
 """
 
 from __future__ import annotations
@@ -26,125 +32,33 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from .callbacks import Callback, EarlyStopping, FitState, History
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
-from .device import pick_device
+from .device import model_device, pick_device
+from .modes import eval_mode, module_modes, restore_modes
 from .schedules import Schedule, get_schedule
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
-_OPTIMIZERS = {
+OPTIMIZERS = {  # name -> (class, default learning rate)
     "adam": (torch.optim.Adam, 1e-3),
     "adamw": (torch.optim.AdamW, 1e-3),
     "sgd": (torch.optim.SGD, 0.1),
 }
 
 
-# --- what fit returns -------------------------------------------------------------------
-
-
-@dataclass
-class History:
-    """Per-epoch measurements of one `fit` run.
-
-    ``history["val_loss"]`` is the column as a list; ``history.to_rows()`` the
-    rows as dictionaries; ``history.to_figure()`` a plotly figure of the curves.
-    """
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    interrupted: bool = False
-    diverged: bool = False
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: str) -> list[float]:
-        if self.rows and key not in self.rows[0]:
-            raise KeyError(f"no column {key!r}; the columns are {list(self.rows[0])}.")
-        return [row[key] for row in self.rows]
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.rows[0]) if self.rows else []
-
-    def to_rows(self) -> list[dict[str, float]]:
-        return [dict(row) for row in self.rows]
-
-    def last(self) -> dict[str, float]:
-        return dict(self.rows[-1]) if self.rows else {}
-
-    def to_figure(self, title: str | None = None):
-        """Loss (and accuracy) per epoch as a `plotly.graph_objects.Figure`."""
-        from .plots import history_figure
-
-        return history_figure(self.rows, title=title)
-
-    def __repr__(self) -> str:
-        state = ", ".join(
-            flag for flag in ("stopped_early", "interrupted", "diverged") if getattr(self, flag)
-        )
-        last = ", ".join(f"{k}={v:.4g}" for k, v in self.last().items() if k != "epoch")
-        return f"History({len(self)} epochs{'; ' + state if state else ''}; last: {last})"
-
-
-@dataclass
-class FitState:
-    """What a callback sees at the end of each epoch; set ``stop = True`` to end training."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    history: History
-    epoch: int = 0
-    epochs: int = 0
-    stop: bool = False
-
-
-class Callback:
-    """Base class for callbacks: override the hooks you need."""
-
-    def on_train_begin(self, state: FitState) -> None: ...
-
-    def on_epoch_end(self, state: FitState) -> None: ...
-
-    def on_train_end(self, state: FitState) -> None: ...
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
-
-    def __init__(self, patience: int = 5, monitor: str = "val_loss", min_delta: float = 0.0):
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1, got {patience}.")
-        self.patience, self.monitor, self.min_delta = patience, monitor, min_delta
-        self.sign = -1.0 if "acc" in monitor else 1.0  # accuracy goes up, loss goes down
-
-    def on_train_begin(self, state: FitState) -> None:
-        self.best, self.wait = math.inf, 0
-
-    def on_epoch_end(self, state: FitState) -> None:
-        value = self.sign * state.history.rows[-1][self.monitor]
-        if value < self.best - self.min_delta:
-            self.best, self.wait = value, 0
-        else:
-            self.wait += 1
-        if self.wait >= self.patience:
-            state.stop = True
-            state.history.stopped_early = True
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _as_xy(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def as_xy(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept a `Data`, an ``(x, y)`` pair, or a `TensorDataset` of two tensors."""
     tensors = getattr(data, "tensors", data)  # TensorDataset keeps its tensors there
     try:
@@ -203,10 +117,10 @@ def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_d
             "nothing to train. Unfreeze some layers first."
         )
     if isinstance(optimizer, str):
-        if optimizer.lower() not in _OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(_OPTIMIZERS)},"
+        if optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)},"
                              " a torch.optim class or an optimizer instance.")
-        cls, default_lr = _OPTIMIZERS[optimizer.lower()]
+        cls, default_lr = OPTIMIZERS[optimizer.lower()]
         return cls(params, lr=default_lr if lr is None else lr, weight_decay=weight_decay)
     if callable(optimizer):  # a class or functools.partial(torch.optim.SGD, momentum=0.9)
         kwargs = {"weight_decay": weight_decay} if weight_decay else {}
@@ -217,34 +131,6 @@ def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_d
 
 def _is_classification(output: torch.Tensor, y: torch.Tensor) -> bool:
     return output.ndim == 2 and not y.dtype.is_floating_point and y.ndim == 1
-
-
-def module_modes(model: nn.Module) -> dict[nn.Module, bool]:
-    """Whether each module of ``model`` is in training mode, to restore later."""
-    return {m: m.training for m in model.modules()}
-
-
-def restore_modes(modes: dict[nn.Module, bool]) -> None:
-    """Give every module back the mode recorded by `module_modes`.
-
-    ``model.train(was_training)`` is not enough: it sets *every* submodule, so a
-    BatchNorm layer you had put in eval mode (to freeze its statistics) would
-    silently train again.
-    """
-    for module, training in modes.items():
-        module.training = training
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """``with eval_mode(model):`` runs the block in eval mode (dropout off, BatchNorm on
-    its running statistics), then restores each module's own mode."""
-    modes = module_modes(model)
-    model.eval()
-    try:
-        yield model
-    finally:
-        restore_modes(modes)
 
 
 PREFLIGHT_EXAMPLES = 32
@@ -291,7 +177,7 @@ def _preflight(
     return _is_classification(out, y), initial_loss
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
+def epoch_batches(n: int, batch_size: int) -> list[slice]:
     """The mini-batches of one epoch, as slices of the shuffled order.
 
     A last batch of a single example joins the one before it: BatchNorm cannot
@@ -301,6 +187,23 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return [slice(a, b) for a, b in zip(starts, starts[1:] + [n], strict=True)]
+
+
+def epochs_for_steps(n_examples: int, batch_size: int, steps: int) -> int:
+    """Epochs needed for at least ``steps`` optimizer steps over ``n_examples``.
+
+    One epoch makes ``ceil(n_examples / batch_size)`` steps, so 10 labelled
+    examples give one step per epoch and 1,000 give 16 at batch size 64.
+    Training every budget for the same number of *steps* (not epochs) gives
+    small budgets a fair amount of optimisation.
+
+    >>> epochs_for_steps(1000, 64, 300)
+    19
+    """
+    if n_examples < 1 or batch_size < 1 or steps < 1:
+        raise ValueError(f"n_examples, batch_size and steps must be positive, got "
+                         f"{n_examples}, {batch_size}, {steps}.")
+    return max(1, math.ceil(steps / math.ceil(n_examples / batch_size)))
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -344,23 +247,14 @@ def evaluate(
     The model is put in eval mode for the measurement and then back in the mode
     it was in.
     """
-    x, y = _as_xy(data, "data")
+    x, y = as_xy(data, "data")
     loss_fn = _loss_fn(loss)
-    device = pick_device(str(device)) if device is not None else _model_device(model)
+    device = pick_device(str(device)) if device is not None else model_device(model)
     model.to(device)
     x, y = x.to(device), y.to(device)
     classify, _ = _preflight(model, x, y, loss_fn)
     with eval_mode(model):
         return _measure(model, x, y, loss_fn, batch_size, classify, contextlib.nullcontext)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    """Where the model's weights live: its first parameter's device, or its first buffer's
-    (a model made only of buffers, such as a fitted PCA), or the CPU."""
-    first = next(iter(model.parameters()), None)
-    if first is None:
-        first = next(iter(model.buffers()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def fit(
@@ -403,7 +297,11 @@ def fit(
         seed: seeds the shuffling of mini-batches (default: torch's global RNG,
             so `seed_everything` makes the whole run repeatable).
         progress: show a progress bar (a widget in Jupyter, text elsewhere).
-        live_plot: in a notebook, draw the loss curves as they are measured.
+        callbacks: `Callback` objects called at the start, after every epoch
+            and at the end, e.g. ``transferkit.widgets.LivePlot()`` to draw the
+            curves in a notebook as they are measured.
+        live_plot: replaced by ``callbacks=[transferkit.widgets.LivePlot()]``;
+            ``True`` is refused with that advice.
         transform_inputs: a function applied to every training batch's inputs
             (not the targets, not the validation data), e.g. noise for a
             denoising autoencoder: ``fit(ae, (x, x), loss="mse",
@@ -422,6 +320,9 @@ def fit(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if live_plot:
+        raise ValueError("fit draws no plots itself: pass the live plot as a callback, "
+                         "fit(..., callbacks=[transferkit.widgets.LivePlot()]).")
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
     device = pick_device(None if device is None else str(device))
@@ -430,16 +331,16 @@ def fit(
         raise ValueError(f"amp=True needs a CUDA device; training runs on {device}.")
 
     modes = module_modes(model)
-    x, y = (t.to(device) for t in _as_xy(train, "train"))
+    x, y = (t.to(device) for t in as_xy(train, "train"))
     has_val = val is not None
     if has_val:
-        x_val, y_val = (t.to(device) for t in _as_xy(val, "val"))
+        x_val, y_val = (t.to(device) for t in as_xy(val, "val"))
     model.to(device)
     loss_fn = _loss_fn(loss)
     classify, initial_loss = _preflight(model, x, y, loss_fn)
     opt = _make_optimizer(optimizer, model, lr, weight_decay)
     schedule = get_schedule(schedule)
-    scheduler = schedule and schedule.attach(opt, epochs * len(_batches(len(x), batch_size)))
+    scheduler = schedule and schedule.attach(opt, epochs * len(epoch_batches(len(x), batch_size)))
     autocast, scaler = _autocast(device, amp)
     generator = torch.Generator().manual_seed(
         seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
@@ -448,15 +349,9 @@ def fit(
     callbacks = list(callbacks)
     if early_stopping is not None:
         callbacks.append(EarlyStopping(patience=early_stopping))
-    if live_plot:
-        from .widgets import LivePlot
-
-        callbacks.append(LivePlot())
     history = History()
     state = FitState(model, opt, history, epochs=epochs)
     best_loss, best_state = math.inf, None
-
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not progress, leave=True)
     for cb in callbacks:
@@ -468,7 +363,7 @@ def fit(
             order = torch.randperm(len(x), generator=generator).to(device)
             total = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            for batch in _batches(len(x), batch_size):
+            for batch in epoch_batches(len(x), batch_size):
                 idx = order[batch]
                 xb, yb = x[idx], y[idx]
                 if transform_inputs is not None:
@@ -559,7 +454,7 @@ def predict(
                         "Convert with torch.as_tensor(...).")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    device = _model_device(model)
+    device = model_device(model)
     predictions = []
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -574,7 +469,7 @@ def predict(
 
 
 __all__ = [
-    "Callback", "EarlyStopping", "FitState", "History", "eval_mode", "evaluate", "fit",
-    "load_checkpoint", "module_modes", "predict", "restore_modes", "save_checkpoint",
-    "untrained_parameters",
+    "OPTIMIZERS", "Callback", "EarlyStopping", "FitState", "History", "as_xy", "epoch_batches",
+    "epochs_for_steps", "eval_mode", "evaluate", "fit", "load_checkpoint", "module_modes",
+    "predict", "restore_modes", "save_checkpoint", "untrained_parameters",
 ]

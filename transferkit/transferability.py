@@ -38,14 +38,16 @@ from torch import nn
 
 from .data import Data
 from .device import seeded
+from .experiments import label_budget_study, summarise
+from .freezing import freeze
+from .layers import layer_groups
+from .train import epochs_for_steps, fit
 
 MODES = ("frozen", "fine-tuned")
 BASELINE = "target only"
 
 
 def _groups_below_head(model: nn.Module) -> list:
-    from .finetune import layer_groups
-
     return layer_groups(model)[:-1]  # the head belongs to its task: it is never copied
 
 
@@ -60,8 +62,6 @@ def copy_first_groups(source: nn.Module, target: nn.Module, n: int, *,
     groups into ``target``, which has the same layers below the head; with
     ``frozen=True`` freeze them, BatchNorm statistics included (``bn="freeze"``).
     Returns ``target``."""
-    from .finetune import freeze
-
     have, want = _groups_below_head(source), _groups_below_head(target)
     if [[name for name, _ in g.modules] for g in have] != [[name for name, _ in g.modules]
                                                              for g in want]:
@@ -85,9 +85,6 @@ def transfer_method(source: nn.Module, make_model: Callable[[], nn.Module], n: i
     ``n`` groups copied from ``source`` (`copy_first_groups`), then ``steps``
     optimizer steps of `transferkit.train.fit` on the labelled target examples.
     ``fit_options`` go to `fit` (``lr``, ``optimizer`` …)."""
-    from .experiments import epochs_for_steps
-    from .train import fit
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
 
@@ -147,8 +144,6 @@ def transferability_study(source: nn.Module, make_model: Callable[[], nn.Module]
     more columns: ``mode`` (frozen, fine-tuned or target only) and ``n``.
     ``options`` go to `transfer_method` (``steps``, ``lr`` …).
     """
-    from .experiments import label_budget_study
-
     methods = study_methods(source, make_model, depths, modes, **options)
     rows = label_budget_study(methods, splits, budgets=budgets, seeds=seeds, progress=progress)
     for row in rows:
@@ -162,8 +157,6 @@ def summarise_transfer(rows: Sequence[dict[str, Any]],
     one per (method, budget), with the method read as ``mode`` and ``n`` (layers
     copied); the number of seeds is ``n_seeds``. The baseline appears once per
     budget, with mode "target only" and n = 0."""
-    from .experiments import summarise
-
     if not rows:
         raise ValueError("no rows to summarise; run transferability_study first.")
     summary = []

@@ -1,0 +1,182 @@
+"""A head on a backbone: the output layer that fine-tuning replaces.
+
+The recipe of the source articles is: take a network trained on something else
+(the *backbone*: lesson 03's encoder, or a torchvision ResNet), and put a new
+output layer (the *head*) on it for your classes. This module does that part,
+for any `nn.Module`, not only for models this library built:
+
+* `Classifier(encoder, num_classes)` puts a ``Linear`` head on an encoder whose
+  output size it measures with a dry run (`feature_size`);
+* `find_head` / `replace_head` find and swap the output layer of torchvision-style
+  models (``fc``, ``classifier[-1]``, ``heads.head``, ``head``) and of your own;
+* `without_head` lends you the model without its head, to read its features.
+
+What to freeze, and at which learning rate to train the rest, is the business of
+`transferkit.layers` and `transferkit.freezing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .device import model_device
+from .modes import eval_mode
+
+
+def _guess_input_shape(encoder: nn.Module) -> tuple[int, ...]:
+    shape = getattr(encoder, "in_shape", None)  # transferkit's Encoder says it
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    first = next((m for m in encoder.modules() if any(True for _ in m.parameters(False))), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise ValueError(
+        f"cannot tell what input the encoder takes (its first layer is "
+        f"{type(first).__name__ if first is not None else 'missing'}). Pass the shape of one "
+        "example, e.g. input_shape=(3, 32, 32) for small colour images."
+    )
+
+
+def feature_size(encoder: nn.Module, input_shape: Sequence[int] | None = None) -> int:
+    """How many numbers ``encoder`` outputs per example, found by running it once.
+
+    ``input_shape`` is the shape of one example (without the batch); by default it
+    is read from the encoder (``in_shape``, or the first layer if it is a Linear).
+    The dry run uses a batch of two zero inputs, in eval mode and without
+    gradients, so the encoder's weights, BatchNorm statistics and modes are untouched.
+
+    >>> feature_size(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8)))
+    8
+    """
+    shape = tuple(input_shape) if input_shape is not None else _guess_input_shape(encoder)
+    dummy = torch.zeros(2, *shape, device=model_device(encoder))
+    with eval_mode(encoder), torch.no_grad():
+        try:
+            out = encoder(dummy)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"the encoder could not process inputs of shape {shape}: {err}\n"
+                             "Pass the shape of one example as input_shape=(...).") from None
+    if not isinstance(out, torch.Tensor) or out.ndim < 2:
+        raise ValueError(f"the encoder must return a tensor (batch, features...), got "
+                         f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}.")
+    return int(out[0].numel())
+
+
+class Classifier(nn.Module):
+    """A new classification head on a (pre-trained) encoder: ``head(encoder(x))``.
+
+    The source article writes ``nn.Linear(encoder.out_features, num_classes)``,
+    which fails for an ``nn.Sequential`` encoder (it has no ``out_features``).
+    Here the size is measured with a dry run (`feature_size`); a feature map
+    (batch, C, H, W) is flattened before the head.
+
+    Layer groups (`transferkit.layers.layer_groups`): the encoder's layers, then
+    the head.
+
+    >>> enc = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    >>> Classifier(enc, 10).head
+    Linear(in_features=8, out_features=10, bias=True)
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, *,
+                 input_shape: Sequence[int] | None = None):
+        super().__init__()
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}.")
+        self.encoder = encoder
+        self.features = feature_size(encoder, input_shape)
+        self.head = nn.Linear(self.features, num_classes).to(model_device(encoder))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).flatten(1))
+
+
+_HEAD_NAMES = ("head", "fc", "heads.head", "heads", "classifier")
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module | None:
+    """``model``'s submodule called ``name`` (dotted, e.g. ``"classifier.1"``), or None."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def find_head(model: nn.Module) -> str:
+    """The dotted name of ``model``'s output layer (a Linear).
+
+    Looks for torchvision's names first: ``head`` (Swin, this module's
+    `Classifier`), ``fc`` (ResNet), ``heads.head`` (ViT), ``classifier[-1]``
+    (MobileNet, EfficientNet, ConvNeXt); otherwise the last Linear registered
+    in the model.
+
+    >>> find_head(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    '2'
+    """
+    for name in _HEAD_NAMES:
+        module = submodule(model, name)
+        if isinstance(module, nn.Linear):
+            return name
+        if isinstance(module, nn.Sequential):
+            linears = [i for i, m in enumerate(module) if isinstance(m, nn.Linear)]
+            if linears:
+                return f"{name}.{linears[-1]}"
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no Linear layer, so it has no head to "
+                         "find. Name it: replace_head(model, n, name='...').")
+    return linears[-1]
+
+
+def _setsubmodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def replace_head(model: nn.Module, num_classes: int, *, name: str | None = None) -> nn.Linear:
+    """Put a new, untrained ``Linear(in_features, num_classes)`` where the head was.
+
+    ``name`` is the head's dotted name (default: `find_head`). The new layer
+    lives on the old one's device and is trainable; returns it.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1000))
+    >>> replace_head(net, 10)
+    Linear(in_features=8, out_features=10, bias=True)
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    name = find_head(model) if name is None else name
+    old = submodule(model, name)
+    if not isinstance(old, nn.Linear):
+        found = "nothing" if old is None else f"a {type(old).__name__}"
+        raise ValueError(f"{name!r} in {type(model).__name__} is {found}, not a Linear layer; "
+                         "give the head's name with name='...' or replace it by hand.")
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    _setsubmodule(model, name, new)
+    return new
+
+
+@contextlib.contextmanager
+def without_head(model: nn.Module, name: str | None = None) -> Iterator[nn.Module]:
+    """``with without_head(model):`` the model's head is an ``nn.Identity``, so the
+    model outputs the features the head would see. The head is put back after."""
+    name = find_head(model) if name is None else name
+    head = model.get_submodule(name)
+    _setsubmodule(model, name, nn.Identity())
+    try:
+        yield model
+    finally:
+        _setsubmodule(model, name, head)
+
+
+
+__all__ = ["Classifier", "feature_size", "find_head", "replace_head", "submodule",
+           "without_head"]

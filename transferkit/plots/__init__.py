@@ -1,0 +1,41 @@
+"""Figures for the course, as pure functions: data in, plotly `Figure` out.
+
+Nothing here touches widgets or global state, so every figure can be built and
+checked in a test without a browser; `transferkit.widgets` wires controls to
+these functions. One module per lesson, all importable from here:
+
+==============================  ==================================================
+``plots.common``                ``image_grid``, ``history_figure`` (a `History` or
+                                a `FineTuneResult`), ``class_counts_figure``
+``plots.gd`` (lesson 01)        ``contour_figure``, ``loss_curve_figure``,
+                                ``descent_1d_figure``
+``plots.training`` (02)         ``confusion_matrix_figure``, ``curves_figure``,
+                                ``sweep_figure``, ``label_budget_figure``
+``plots.autoencoder`` (03)      ``reconstruction_grid``, ``code_size_figure``,
+                                ``code_map_figure``, ``interpolation_figure``
+``plots.finetune`` (04)         ``shift_figure``, ``feature_drift_figure``
+``plots.transfer`` (05)         ``transferability_figure``
+``plots.schedules`` (06)        ``schedule_figure``, ``cost_figure``
+==============================  ==================================================
+"""
+
+from .autoencoder import (
+    code_map_figure,
+    code_size_figure,
+    interpolation_figure,
+    reconstruction_grid,
+)
+from .common import class_counts_figure, history_columns, history_figure, image_grid
+from .finetune import feature_drift_figure, shift_figure
+from .gd import contour_figure, descent_1d_figure, loss_curve_figure
+from .schedules import cost_figure, schedule_figure
+from .training import confusion_matrix_figure, curves_figure, label_budget_figure, sweep_figure
+from .transfer import transferability_figure
+
+__all__ = [
+    "class_counts_figure", "code_map_figure", "code_size_figure", "confusion_matrix_figure",
+    "contour_figure", "cost_figure", "curves_figure", "descent_1d_figure", "feature_drift_figure",
+    "history_columns", "history_figure", "image_grid", "interpolation_figure",
+    "label_budget_figure", "loss_curve_figure", "reconstruction_grid", "schedule_figure",
+    "shift_figure", "sweep_figure", "transferability_figure",
+]

@@ -1,0 +1,86 @@
+"""Lesson 05's figure: how transferable each layer is (Yosinski et al. 2014).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from .common import PALETTE, budget_name, pick_budget, rgba
+
+
+def transferability_figure(
+    summary: Sequence[Mapping[str, object]],
+    *,
+    budget=None,
+    layer_names: Sequence[str] | None = None,
+    baselines: Mapping[str, tuple[float, float]] | None = None,
+    highlight: Mapping[str, object] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Target accuracy against the number of layers copied from the source network.
+
+    ``summary`` is `transferkit.transferability.summarise_transfer`'s rows: one line
+    per mode (frozen, fine-tuned) over ``n`` = 1, 2, …, each point the mean over
+    seeds with one standard deviation as its error bar, and the target-only
+    network (n = 0) as a dashed line with a ±1 std band, as in Yosinski et al.
+    (2014), Figure 2. ``layer_names`` label the x axis (``layer_names[n-1]`` is
+    the n-th copied group). ``baselines`` adds more horizontal lines, name →
+    (mean, std), e.g. logistic regression. ``highlight`` marks one run, e.g. the
+    widget's last: ``{"mode": ..., "n": ..., "accuracy": ...}``. ``budget`` picks
+    the label budget when the summary holds several (``"all"`` = every label).
+    """
+    if not summary:
+        raise ValueError("summary is empty; pass transferability.summarise_transfer(rows).")
+    missing = {"mode", "n", "budget", "mean", "std"} - set(summary[0])
+    if missing:
+        raise ValueError(f"summary rows lack {sorted(missing)}; pass "
+                         "transferability.summarise_transfer(rows), not the study's rows.")
+    chosen = pick_budget(summary, budget, "summary")
+    rows = [r for r in summary if r["budget"] == chosen]
+    depths = sorted({int(r["n"]) for r in rows if r["mode"] != "target only"})
+    fig = go.Figure()
+    lines = dict(baselines or {})
+    base = [r for r in rows if r["mode"] == "target only"]
+    if base:
+        lines = {"target only (n = 0)": (base[0]["mean"], base[0]["std"]), **lines}
+    x_range = [0.5, max(depths, default=1) + 0.5]
+    for i, (name, (mean, std)) in enumerate(lines.items()):
+        colour = ("#444444", "#8c564b", "#7f7f7f")[i % 3]
+        fig.add_trace(go.Scatter(
+            x=[*x_range, *x_range[::-1]], y=[mean + std] * 2 + [mean - std] * 2,
+            fill="toself", fillcolor=rgba(colour, 0.12), line={"width": 0},
+            hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(
+            x=x_range, y=[mean, mean], mode="lines", name=name,
+            line={"color": colour, "dash": "dash"},
+            hovertemplate=f"{name}: %{{y:.3f}} ± {std:.3f}<extra></extra>"))
+    for mode, colour in (("frozen", PALETTE[3]), ("fine-tuned", PALETTE[0])):
+        points = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["n"])
+        if not points:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["n"] for r in points], y=[r["mean"] for r in points], name=mode,
+            mode="lines+markers", line={"color": colour}, marker={"size": 9},
+            error_y={"type": "data", "array": [r["std"] for r in points]},
+            customdata=[[r.get("n_seeds", 1), r["std"]] for r in points],
+            hovertemplate=(f"{mode}, first %{{x}} groups copied<br>accuracy %{{y:.3f}} ± "
+                           "%{customdata[1]:.3f} over %{customdata[0]} seeds<extra></extra>")))
+    if highlight is not None:
+        fig.add_trace(go.Scatter(
+            x=[highlight["n"]], y=[highlight["accuracy"]], mode="markers",
+            name=f"your run ({highlight['mode']})",
+            marker={"symbol": "star", "size": 18, "color": "#ffbf00",
+                    "line": {"color": "#000000", "width": 1}},
+            hovertemplate="your run: %{y:.3f}<extra></extra>"))
+    ticks = [f"{n}: {layer_names[n - 1]}" if layer_names and n <= len(layer_names) else str(n)
+             for n in depths]
+    fig.update_xaxes(title_text="layer groups copied from the source network (n)",
+                     tickvals=depths, ticktext=ticks, range=x_range)
+    fig.update_yaxes(title_text="target test accuracy (mean over seeds)")
+    fig.update_layout(
+        title=title or f"how transferable are the layers? {budget_name(chosen)}",
+        height=420, legend={"orientation": "h", "y": -0.25},
+        margin={"l": 70, "r": 20, "t": 60, "b": 60})
+    return fig
