@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -99,18 +100,19 @@ def test_summarise_mean_and_spread():
 
 
 def summary_of(**cells):
-    """A summary with one row per 'method_budget=(mean, std)'."""
+    """A summary with one row per 'method_budget=(mean, half_width)'."""
     rows = []
-    for key, (mean, std) in cells.items():
+    for key, (mean, half) in cells.items():
         method, budget = key.split("_")
         budget = None if budget == "all" else int(budget)
         rows.append({"method": method, "budget": budget, "per_class": budget or 100,
                      "n_train": 10 * (budget or 100), "metric": "test_accuracy",
-                     "mean": mean, "std": std, "min": mean - std, "max": mean + std, "n": 3})
+                     "mean": mean, "half_width": half, "std": half / 2, "min": mean - half,
+                     "max": mean + half, "n": 3})
     return rows
 
 
-def test_tables_show_mean_and_std_per_budget_and_method():
+def test_tables_show_the_mean_and_its_interval_per_budget_and_method():
     summary = summary_of(mlp_1=(0.61, 0.05), lr_1=(0.6, 0.04), mlp_all=(0.97, 0.004),
                          lr_all=(0.96, 0.0))
     text = ex.summary_table(summary)
@@ -118,34 +120,73 @@ def test_tables_show_mean_and_std_per_budget_and_method():
     assert lines[0].split() == ["labels", "per", "class", "|", "mlp", "|", "lr"]
     assert "0.610 ± 0.050" in lines[2] and lines[2].strip().startswith("1 ")
     assert lines[3].strip().startswith("all") and "0.960 ± 0.000" in lines[3]
-    assert "over 3 seeds" in lines[-1]
+    assert lines[-1] == "test accuracy: mean ± half-width of its 95 % interval over 3 seeds"
     page = ex.summary_html(summary)
     assert page.count("<tr>") == 3 and "<td>0.970 ± 0.004</td>" in page
+    assert "95 % interval" in page
+    summary[0]["half_width"] = math.nan  # one seed: no interval to show
+    assert ex.mean_text(summary[0]) == "0.610"
 
 
-def test_compare_to_baseline_says_beats_loses_or_within_the_noise():
-    summary = summary_of(mlp_1=(0.70, 0.01), lr_1=(0.60, 0.01), mlp_10=(0.80, 0.05),
-                         lr_10=(0.82, 0.05), mlp_all=(0.90, 0.0), lr_all=(0.95, 0.01))
-    one, ten, everything = ex.compare_to_baseline(summary, "mlp", "lr")
-    assert "mlp beats lr" in one and "gap +0.100" in one
-    assert "within the noise" in ten
-    assert "mlp loses to lr" in everything and everything.lstrip().startswith("all")
-    with pytest.raises(KeyError, match="no method 'cnn'"):
-        ex.compare_to_baseline(summary, "cnn", "lr")
+def test_summarise_gives_an_interval_that_narrows_with_seeds_and_the_spread_that_does_not():
+    rng = np.random.default_rng(0)
+    values = rng.normal(0.8, 0.05, size=40)
+    def summary(k):
+        rows = [{"method": "a", "budget": 5, "per_class": 5.0, "n_train": 50,
+                 "test_accuracy": v} for v in values[:k]]
+        return ex.summarise(rows)[0]
+    few, many = summary(10), summary(40)
+    assert many["half_width"] < few["half_width"] / 2
+    assert 0.8 < many["std"] / few["std"] < 1.25  # the spread stays about the same
+    assert few["half_width"] == pytest.approx(
+        scipy.stats.t.ppf(0.975, 9) * few["std"] / 10 ** 0.5)  # t · s / √k, k = 10
 
 
-def test_the_noise_includes_the_test_sets_own_sampling_error():
-    # a gap of 0.007 with seed spreads adding to 0.004 (lesson 02's "all labels" row):
-    # beyond the seeds, but not beyond a 360-image test set's standard error (about 0.01)
-    summary = summary_of(mlp_all=(0.956, 0.004), lr_all=(0.963, 0.0))
-    (without,) = ex.compare_to_baseline(summary, "mlp", "lr")
-    assert "loses to" in without
-    for row in summary:
-        row["n_test"] = 360
-    (with_test_error,) = ex.compare_to_baseline(summary, "mlp", "lr")
-    assert "within the noise" in with_test_error
-    expected = 0.004 + math.sqrt(0.9595 * 0.0405 / 360)
-    assert f"noise ±{expected:.3f}" in with_test_error
+def per_run_rows(gaps_by_budget, spread=0.1, seeds=5):
+    """Study-like rows: per budget, 'lr' swings a lot from seed to seed and 'mlp' is
+    'lr' plus that budget's gap (a number, or one per seed)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for budget, gap in gaps_by_budget.items():
+        gap = np.broadcast_to(gap, (seeds,))
+        for seed in range(seeds):
+            base = 0.7 + spread * rng.standard_normal()
+            for method, acc in (("mlp", base + gap[seed]), ("lr", base)):
+                rows.append({"method": method, "budget": budget, "seed": seed,
+                             "per_class": budget or 100, "n_train": 10 * (budget or 100),
+                             "test_accuracy": acc})
+    return rows
+
+
+def test_compare_to_baseline_pairs_runs_by_seed():
+    noise = np.random.default_rng(2).normal(0, 0.05, size=5)
+    rows = per_run_rows({1: 0.02, 10: noise - noise.mean(), None: -0.03})
+    one, ten, everything = ex.compare_to_baseline(rows, "mlp", "lr")
+    # +0.02 on every seed, while both swing by ±0.1: a real, small win
+    assert one.startswith("mlp beats lr at 1 label per class: gap +0.020")
+    assert "95 % interval [+0.020, +0.020] over 5 seeds" in one
+    assert "is within the noise of lr at 10 labels per class" in ten
+    assert everything.startswith("mlp loses to lr with all labels: gap -0.030")
+    assert "(means " in everything
+    with pytest.raises(ValueError, match="no runs of method 'cnn'"):
+        ex.compare_to_baseline(rows, "cnn", "lr")
+
+
+def test_compare_to_baseline_refuses_a_summary():
+    with pytest.raises(ValueError, match="per-run rows"):
+        ex.compare_to_baseline(summary_of(mlp_1=(0.7, 0.01), lr_1=(0.6, 0.01)), "mlp", "lr")
+
+
+def test_study_rows_keep_which_test_images_each_run_got_right(splits):
+    rows = ex.label_budget_study({"logistic": ex.logistic_regression}, splits, budgets=(2, 5),
+                                 seeds=(0, 1), progress=False)
+    for row in rows:
+        right = row["test_correct"]
+        assert isinstance(right, tuple) and len(right) == len(splits.test)
+        assert {type(v) for v in right} == {bool}
+        assert np.mean(right) == pytest.approx(row["test_accuracy"])
+    (record,) = [r for r in ex.compare_to_baseline(rows, "logistic", "logistic")][:1]
+    assert "within the noise" in record  # a method against itself: gap 0, interval [0, 0]
 
 
 def test_study_rows_and_summary_carry_the_test_set_size(splits):

@@ -171,8 +171,13 @@ def test_label_budget_figure_has_a_band_and_a_mean_per_method():
     assert [t.name for t in fig.data] == ["MLP spread", "MLP", "logistic spread", "logistic"]
     band, mean = fig.data[0], fig.data[1]
     assert list(mean.x) == [1, 10, 107.7] and np.allclose(mean.y, [0.61, 0.91, 0.97])
+    half = summary[0]["half_width"]  # the default band: the 95 % interval of the mean
+    assert max(band.y) == pytest.approx(0.97 + half) and min(band.y) == pytest.approx(0.61 - half)
+    assert "95 % interval of the mean" in fig.layout.annotations[0].text
+    spread = plots.label_budget_figure(summary, spread="std")
     std = summary[0]["std"]
-    assert max(band.y) == pytest.approx(0.97 + std) and min(band.y) == pytest.approx(0.61 - std)
+    assert max(spread.data[0].y) == pytest.approx(0.97 + std)
+    assert "spread" in spread.layout.annotations[0].text
     assert band.fill == "toself" and band.mode == "lines" and not band.showlegend
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["1", "10", "all"]
     ranged = plots.label_budget_figure(summary, spread="range")
@@ -277,10 +282,10 @@ def test_schedule_figure_highlight_makes_the_others_faint():
 
 def _board():
     return [
-        {"method": "full", "mean": 0.95, "std": 0.01, "n": 3, "seconds_per_epoch": 0.2,
-         "trainable_params": 2000.0},
-        {"method": "linear probe", "mean": 0.90, "std": 0.03, "n": 3, "seconds_per_epoch": 0.01,
-         "trainable_params": 50.0},
+        {"method": "full", "mean": 0.95, "half_width": 0.01, "std": 0.004, "n": 3,
+         "seconds_per_epoch": 0.2, "trainable_params": 2000.0},
+        {"method": "linear probe", "mean": 0.90, "half_width": 0.03, "std": 0.012, "n": 3,
+         "seconds_per_epoch": 0.01, "trainable_params": 50.0},
     ]
 
 
@@ -288,7 +293,8 @@ def test_cost_figure_puts_each_candidate_at_its_cost_and_accuracy():
     fig = plots.cost_figure(_board())
     (trace,) = fig.data
     assert list(trace.x) == [0.2, 0.01] and list(trace.y) == [0.95, 0.90]
-    assert list(trace.error_y.array) == [0.01, 0.03]
+    assert list(trace.error_y.array) == [0.01, 0.03]  # the 95 % intervals, not the spread
+    assert "95 % interval" in fig.layout.yaxis.title.text
     assert list(trace.text) == ["full", "linear probe"]
     params = plots.cost_figure(_board(), cost="trainable_params").data[0]
     assert list(params.x) == [2000.0, 50.0]

@@ -3,6 +3,7 @@
 import statistics
 
 import pytest
+import scipy.stats
 import torch
 
 from transferkit import experiments as ex
@@ -113,10 +114,10 @@ def hand_rows(**accuracies):
 @pytest.fixture
 def board():
     return leaderboard(hand_rows(
-        low=[0.80, 0.81, 0.82],     # mean 0.81, std 0.01: far below
-        wide=[0.60, 0.90, 1.00],    # mean 0.833, std 0.208: close within its own noise
-        top=[0.90, 0.92, 0.94],     # mean 0.92, std 0.02
-        near=[0.89, 0.91, 0.93],    # mean 0.91, std 0.02: within the winner's noise
+        low=[0.80, 0.81, 0.82],     # 0.10 below top on every seed: clearly worse
+        wide=[0.60, 0.90, 1.00],    # mean 0.833, all over the place: cannot be told apart
+        top=[0.90, 0.92, 0.94],     # mean 0.92
+        near=[0.89, 0.91, 0.93],    # 0.01 below top on *every* seed: a small but real gap
     ))
 
 
@@ -124,9 +125,11 @@ def test_leaderboard_sorts_by_mean_validation_accuracy(board):
     assert [e["method"] for e in board] == ["top", "near", "wide", "low"]
     top = board[0]
     assert top["mean"] == pytest.approx(0.92) and top["std"] == pytest.approx(0.02)
+    assert top["half_width"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 0.02 / 3 ** 0.5)
     assert top["n"] == 3 and top["metric"] == "val_accuracy"
     assert top["seconds"] == pytest.approx(2.0)  # mean of 1, 2, 3
     assert set(COST_COLUMNS) & set(top) == {"seconds"}
+    assert len(board.rows) == 12  # the runs behind it, for paired comparisons
 
 
 def test_winner_is_the_best_mean_wherever_it_sits(board):
@@ -134,18 +137,30 @@ def test_winner_is_the_best_mean_wherever_it_sits(board):
     assert winner(list(reversed(board))) == "top"
 
 
-def test_tied_with_lists_the_candidates_within_one_std(board):
-    assert tied_with(board) == ["near", "wide"]  # wide: within its own (larger) std
-    assert tied_with(board, "near") == ["top", "wide"]
+def test_tied_with_pairs_the_runs_by_seed(board):
+    # near trails top by 0.01 on every seed: paired, that is a real gap, not a tie,
+    # although the two means are far closer than either spread over seeds
+    assert tied_with(board) == ["wide"]
+    assert tied_with(board, "near") == ["wide"]
     # a candidate far above is not "within the noise" of a weak one
     assert tied_with(board, "low") == ["wide"]
     with pytest.raises(KeyError, match="no candidate 'nope'"):
         tied_with(board, "nope")
 
 
+def test_a_gap_that_changes_sign_between_seeds_is_a_tie():
+    board = leaderboard(hand_rows(a=[0.90, 0.95, 0.92], b=[0.93, 0.91, 0.91]))
+    assert tied_with(board) == ["b"]
+
+
 def test_a_clear_winner_is_tied_with_nobody():
     board = leaderboard(hand_rows(a=[0.95, 0.96, 0.97], b=[0.80, 0.81, 0.82]))
     assert tied_with(board) == []
+
+
+def test_tied_with_needs_the_runs_behind_the_leaderboard(board):
+    with pytest.raises(TypeError, match="per-run rows"):
+        tied_with(list(board))
 
 
 def test_empty_leaderboards_are_clear_errors():

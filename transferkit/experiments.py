@@ -11,9 +11,12 @@ scarce. A *label-budget study* answers it by measurement:
                 accuracy on the fixed test set
 
 and `summarise` turns the trials into one row per (method, budget) with the
-mean and the spread over seeds. One seed is one draw of *which* examples get
-labels (and of the method's own randomness): with a few labels, that draw
-matters a lot, so a single run would be an anecdote.
+mean over seeds, its 95 % interval and the spread. `compare_to_baseline`
+says, per budget, whether a method beats another beyond the noise, pairing
+their runs by seed and by test image (`transferkit.stats.compare_methods`).
+One seed is one draw of *which* examples get labels (and of the method's own
+randomness): with a few labels, that draw matters a lot, so a single run would be
+an anecdote.
 
 A *method* is any function ``method(train: Data, val: Data, seed: int)`` that
 returns a fitted model: a torch `nn.Module` (the class with the highest score
@@ -30,7 +33,8 @@ lesson must beat) and `fit_method` (wraps any network you build for `fit`)::
     methods = {"MLP": fit_method(make_mlp, steps=300, lr=3e-3),
                "logistic regression": logistic_regression}
     rows = label_budget_study(methods, splits, budgets=(1, 10, None), seeds=(0, 1, 2))
-    print(summary_table(summarise(rows)))   # one line per budget: mean ± std per method
+    print(summary_table(summarise(rows)))   # one line per budget: mean ± interval per method
+    print("\n".join(compare_to_baseline(rows, "MLP", "logistic regression")))
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ from tqdm.auto import tqdm
 
 from .data import Data, few_labels
 from .device import seeded
+from .stats import compare_methods, describe, mean_interval
 from .train import epochs_for_steps, fit, predict
 
 Method = Callable[[Data, Data, int], Any]
+INTERVAL_NOTE = "mean ± half-width of its 95 % interval"
 Budget = int | None  # labels per class; None means every training label
 
 DEFAULT_BUDGETS: tuple[Budget, ...] = (1, 3, 5, 10, 50, None)
@@ -169,13 +175,18 @@ def predict_with(model: Any, x: torch.Tensor) -> np.ndarray:
     )
 
 
-def accuracy(model: Any, data: Data) -> float:
-    """The fraction of ``data`` that ``model`` (anything a study method returns) gets right."""
+def correct(model: Any, data: Data) -> np.ndarray:
+    """For every example of ``data``, whether ``model`` gets it right (a bool array)."""
     predicted = predict_with(model, data.x)
     if predicted.shape != (len(data),):
         raise ValueError(f"the model predicted an array of shape {predicted.shape} for "
                          f"{len(data)} examples; it must give one class label per example.")
-    return float((predicted == data.y.numpy()).mean())
+    return predicted == data.y.numpy()
+
+
+def accuracy(model: Any, data: Data) -> float:
+    """The fraction of ``data`` that ``model`` (anything a study method returns) gets right."""
+    return float(correct(model, data).mean())
 
 
 # --- the study ---------------------------------------------------------------------------
@@ -208,7 +219,9 @@ def label_budget_study(
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy`` (these two
+    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy`` and
+    ``test_correct`` (a tuple of one bool per test image, in the test set's order,
+    so two methods can be compared image by image: `compare_to_baseline`; these three
     only with a test set), ``seconds``,
     then the ``also_test`` columns, then any numbers the returned model carries in
     a ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
@@ -244,7 +257,9 @@ def label_budget_study(
                         "seed": seed, "val_accuracy": accuracy(model, val),
                     }
                     if test is not None:
-                        row.update(n_test=len(test), test_accuracy=accuracy(model, test))
+                        right = correct(model, test)
+                        row.update(n_test=len(test), test_accuracy=float(right.mean()),
+                                   test_correct=tuple(right.tolist()))
                     row["seconds"] = seconds
                     for test_name, data in (also_test or {}).items():
                         row[f"{test_name}_accuracy"] = accuracy(model, data)
@@ -256,12 +271,15 @@ def label_budget_study(
 
 def summarise(rows: Sequence[Mapping[str, Any]],
               metric: str = "test_accuracy") -> list[dict[str, Any]]:
-    """One row per (method, budget): the mean and spread of ``metric`` over seeds.
+    """One row per (method, budget): the mean of ``metric`` over seeds, how sure it is,
+    and how much the seeds differ.
 
     Each summary row has ``method``, ``budget``, ``per_class``, ``n_train``,
-    ``metric``, ``mean``, ``std`` (the sample standard deviation over seeds;
-    0 for a single seed), ``min``, ``max`` and ``n`` (the number of seeds), and
-    ``n_test`` when the rows have it.
+    ``metric``, ``mean``, ``half_width`` (of the 95 % t-interval of the mean over
+    seeds, `transferkit.stats.mean_interval`: it narrows as seeds are added; nan
+    for a single seed), ``std`` (the *spread*: the sample standard deviation over
+    seeds, which does not shrink with more seeds; 0 for a single seed), ``min``,
+    ``max`` and ``n`` (the number of seeds), and ``n_test`` when the rows have it.
     Rows keep the order in which methods and budgets first appear. A method
     without this metric (e.g. the feature drift of logistic regression, which
     has no features to move) is left out.
@@ -283,12 +301,20 @@ def summarise(rows: Sequence[Mapping[str, Any]],
             "per_class": statistics.fmean(r["per_class"] for r in group),
             "n_train": statistics.fmean(r["n_train"] for r in group),
             "metric": metric, "mean": statistics.fmean(values),
+            "half_width": mean_interval(values)[1],
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values),
         })
         if "n_test" in group[0]:
             summary[-1]["n_test"] = group[0]["n_test"]
     return summary
+
+
+def mean_text(row: Mapping[str, Any]) -> str:
+    """A summary row's mean as ``"0.912 ± 0.014"`` (± the 95 % interval's half-width),
+    or ``"0.912"`` after a single seed (no interval to give)."""
+    half = row.get("half_width", math.nan)
+    return f"{row['mean']:.3f}" if math.isnan(half) else f"{row['mean']:.3f} ± {half:.3f}"
 
 
 def _table_cells(summary: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -301,14 +327,14 @@ def _table_cells(summary: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
         line = [budget_label(budget)]
         for method in methods:
             row = cell.get((method, budget))
-            line.append("—" if row is None else
-                        f"{row['mean']:.3f} ± {row['std']:.3f}")
+            line.append("—" if row is None else mean_text(row))
         body.append(line)
     return header, body
 
 
 def summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table: one line per budget, one column per method, ``mean ± std``."""
+    """A plain-text table: one line per budget, one column per method, ``mean ± half-width``
+    of the 95 % interval of the mean over seeds (`mean_text`)."""
     header, body = _table_cells(summary)
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = [" | ".join(text.rjust(w) for text, w in zip(line, widths, strict=True))
@@ -316,7 +342,7 @@ def summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
     lines.insert(1, "-+-".join("-" * w for w in widths))
     n = sorted({row["n"] for row in summary})
     metric = summary[0]["metric"].replace("_", " ")
-    lines.append(f"{metric}: mean ± standard deviation over {'/'.join(map(str, n))} seeds")
+    lines.append(f"{metric}: {INTERVAL_NOTE} over {'/'.join(map(str, n))} seeds")
     return "\n".join(lines)
 
 
@@ -326,47 +352,43 @@ def summary_html(summary: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
                    for line in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    n = "/".join(map(str, sorted({row["n"] for row in summary})))
+    caption = html.escape(f"{summary[0]['metric'].replace('_', ' ')}: {INTERVAL_NOTE} over "
+                          f"{n} seeds")
+    return (f"<table><caption style='caption-side:bottom'>{caption}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
-def compare_to_baseline(summary: Sequence[Mapping[str, Any]], method: str,
-                        baseline: str) -> list[str]:
-    """One sentence per budget: does ``method`` beat ``baseline`` by more than the noise?
+def compare_to_baseline(rows: Sequence[Mapping[str, Any]], method: str, baseline: str,
+                        metric: str = "test_accuracy", level: float = 0.95) -> list[str]:
+    """One sentence per budget: does ``method`` beat ``baseline`` beyond the noise?
 
-    The noise is what would move the gap between the two means if we ran again:
-    the two standard deviations over seeds added together, plus (for accuracies,
-    when the summary knows the test-set size n) one standard error of an accuracy
-    p measured on n examples, √(p(1 − p)/n): a different test set of the same
-    size would give a different number. A gap inside the noise is reported as
-    such, not as a win.
+    ``rows`` are the study's per-run rows (not the summary): runs are paired by
+    seed, since each seed gives both methods the same labelled draw, and, where
+    the rows keep ``test_correct``, by test image. The gap is the mean of the
+    per-seed differences; its interval (`transferkit.stats.compare_methods`)
+    narrows as seeds are added. "beats" and "loses to" need the whole interval on
+    one side of zero; a gap whose interval holds zero is "within the noise".
     """
-    cell = {(row["method"], row["budget"]): row for row in summary}
-    known = sorted({row["method"] for row in summary})
-    for name in (method, baseline):
-        if name not in known:
-            raise KeyError(f"no method {name!r} in the summary; it has {known}.")
+    if rows and "seed" not in rows[0] and "mean" in rows[0]:
+        raise ValueError("compare_to_baseline needs the per-run rows of label_budget_study "
+                         "(one per seed), not the summary: pairing runs by seed is what "
+                         "makes the comparison fair.")
     sentences = []
-    for budget in dict.fromkeys(row["budget"] for row in summary):
-        a, b = cell.get((method, budget)), cell.get((baseline, budget))
-        if a is None or b is None:
-            continue
-        gap = a["mean"] - b["mean"]
-        noise = a["std"] + b["std"]
-        if a.get("n_test") and a.get("metric", "").endswith("accuracy"):
-            p = (a["mean"] + b["mean"]) / 2
-            noise += math.sqrt(p * (1 - p) / a["n_test"])
-        if abs(gap) <= noise:
-            verdict = "is within the noise of"
-        else:
-            verdict = "beats" if gap > 0 else "loses to"
-        sentences.append(
-            f"{budget_words(budget):>19}: {method} {verdict} {baseline} "
-            f"({a['mean']:.3f} vs {b['mean']:.3f}, gap {gap:+.3f}, noise ±{noise:.3f})"
-        )
+    for record in compare_methods(rows, method, baseline, metric, level):
+        means = {}
+        for name in (method, baseline):
+            values = [float(r[metric]) for r in rows if r["method"] == name
+                      and r["budget"] == record["budget"] and r.get(metric) is not None]
+            means[name] = statistics.fmean(values)
+        budget = "all" if record["budget"] is None else record["budget"]
+        sentences.append(f"{describe({**record, 'budget': budget})} "
+                         f"(means {means[method]:.3f} vs {means[baseline]:.3f})")
     return sentences
 
 
 __all__ = [
+    "INTERVAL_NOTE", "correct", "mean_text",
     "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "budget_label", "budget_words", "check_budgets",
     "compare_to_baseline", "epochs_for_steps", "fit_method", "label_budget_study",
     "logistic_regression", "predict_with", "summarise", "summary_html", "summary_table",

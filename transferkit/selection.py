@@ -28,6 +28,7 @@ from typing import Any
 
 from .data import Data
 from .experiments import Budget, Method, accuracy, label_budget_study, summarise
+from .stats import WITHIN, compare_methods
 
 COST_COLUMNS = ("seconds", "seconds_per_epoch", "trainable_params", "feature_drift")
 
@@ -44,10 +45,20 @@ def search(methods: Mapping[str, Method], train: Data, val: Data, *, budget: Bud
                               progress=progress)
 
 
-def leaderboard(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+class Leaderboard(list):
+    """The rows of a leaderboard (a list of dicts), and the per-run ``rows`` behind them:
+    `tied_with` pairs those runs by seed to tell a real lead from noise."""
+
+    def __init__(self, entries: Iterable[dict[str, Any]], rows: Sequence[Mapping[str, Any]]):
+        super().__init__(entries)
+        self.rows = list(rows)
+
+
+def leaderboard(rows: Sequence[Mapping[str, Any]]) -> Leaderboard:
     """One row per candidate, highest mean validation accuracy first: ``method``,
-    ``mean``, ``std``, ``n`` (seeds), and the mean of each cost column the rows
-    have (`COST_COLUMNS`)."""
+    ``mean``, ``half_width`` (of its 95 % interval over seeds), ``std`` (the spread
+    over seeds), ``n`` (seeds), and the mean of each cost column the rows have
+    (`COST_COLUMNS`). The per-run rows stay with it, as ``board.rows``."""
     if any("test_accuracy" in row for row in rows):
         raise ValueError("these rows carry test accuracies: a choice made on them would see "
                          "the test set. Make them with selection.search (validation only).")
@@ -59,7 +70,7 @@ def leaderboard(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             values = [float(r[column]) for r in runs if r.get(column) is not None]
             if values:
                 entry[column] = statistics.fmean(values)
-    return sorted(board, key=lambda entry: -entry["mean"])
+    return Leaderboard(sorted(board, key=lambda entry: -entry["mean"]), rows)
 
 
 def winner(board: Sequence[Mapping[str, Any]]) -> str:
@@ -69,16 +80,34 @@ def winner(board: Sequence[Mapping[str, Any]]) -> str:
     return max(board, key=lambda entry: entry["mean"])["method"]
 
 
+def _runs_of(board: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    rows = getattr(board, "rows", None)
+    if rows is None:
+        raise TypeError("this needs the per-run rows behind the leaderboard: pass what "
+                        "selection.leaderboard(rows) returned, not a plain list.")
+    return rows
+
+
 def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> list[str]:
-    """The other candidates within the noise of ``name`` (default: the winner):
-    their mean is less than one standard deviation (the larger of the two)
-    away. With a few seeds, the winner is often one of several."""
+    """The other candidates within the noise of ``name`` (default: the winner).
+
+    Each candidate is compared with ``name`` on validation accuracy, pairing their
+    runs by seed (`transferkit.stats.compare_methods`): one is tied when the 95 %
+    interval of the gap holds zero. With a few seeds, the winner is often one of
+    several; more seeds narrow the intervals and can separate them.
+    """
     name = name or winner(board)
-    top = next((e for e in board if e["method"] == name), None)
-    if top is None:
+    if name not in {e["method"] for e in board}:
         raise KeyError(f"no candidate {name!r} on the leaderboard.")
-    return [e["method"] for e in board if e["method"] != name
-            and abs(top["mean"] - e["mean"]) < max(top["std"], e["std"])]
+    rows = _runs_of(board)
+    tied = []
+    for entry in board:
+        if entry["method"] == name:
+            continue
+        records = compare_methods(rows, entry["method"], name, metric="val_accuracy")
+        if any(r["verdict"] not in ("beats", "loses to") for r in records):
+            tied.append(entry["method"])
+    return tied
 
 
 def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
@@ -100,9 +129,10 @@ def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = 
     `leaderboard`. Each row says which candidate won on validation, which were
     within its noise, the cheapest of those (the pick), whether the best
     pre-trained candidate beat ``baseline`` (training from scratch) beyond the
-    noise, and how far feature extraction (``probe``) fell behind. Candidates in
-    ``not_pretrained`` (e.g. logistic regression) take part in the race but
-    are not counted as pre-trained.
+    noise (paired by seed: `transferkit.stats.compare_methods`), and how far
+    feature extraction (``probe``) fell behind. Candidates in ``not_pretrained``
+    (e.g. logistic regression) take part in the race but are not counted as
+    pre-trained.
     """
     rows = []
     for setting, board in boards.items():
@@ -113,10 +143,12 @@ def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = 
                "within its noise": ", ".join(tied_with(board)) or "none",
                "pick (cheapest of those)": recommend(board, cost)}
         if baseline in by_name and pretrained:
-            top, base = pretrained[0], by_name[baseline]  # the board is sorted, best first
-            gap, noise = top["mean"] - base["mean"], max(top["std"], base["std"])
-            verdict = ("helps" if gap > noise else "hurts" if gap < -noise else "no clear gain")
-            row["pre-training vs scratch"] = f"{verdict} ({gap:+.3f})"
+            top = pretrained[0]["method"]  # the board is sorted, best first
+            [record] = compare_methods(_runs_of(board), top, baseline, metric="val_accuracy")
+            verdict = {"beats": "helps", "loses to": "hurts", WITHIN: "no clear gain"}.get(
+                record["verdict"], record["verdict"])
+            row["pre-training vs scratch"] = (f"{verdict} ({record['gap']:+.3f}, 95 % interval "
+                                              f"[{record['low']:+.3f}, {record['high']:+.3f}])")
         if probe in by_name:
             gap = by_name[probe]["mean"] - by_name[best]["mean"]
             row["feature extraction vs best"] = f"{gap:+.3f}"
@@ -182,5 +214,5 @@ class SealedTestSet:
         return f"SealedTestSet({len(self)} examples, {state})"
 
 
-__all__ = ["COST_COLUMNS", "SealedTestSet", "TestSetAlreadyUsed", "guide", "leaderboard",
-           "recommend", "rows_html", "search", "tied_with", "winner"]
+__all__ = ["COST_COLUMNS", "Leaderboard", "SealedTestSet", "TestSetAlreadyUsed", "guide",
+           "leaderboard", "recommend", "rows_html", "search", "tied_with", "winner"]

@@ -58,15 +58,25 @@ def code_size_figure(
     code_sizes: Sequence[int],
     errors: Mapping[str, Sequence[float]],
     title: str | None = "reconstruction error vs code size",
+    *,
+    intervals: Mapping[str, Sequence[float]] | None = None,
 ) -> go.Figure:
-    """Test reconstruction error against code size, one line per method (log-2 x axis)."""
+    """Test reconstruction error against code size, one line per method (log-2 x axis).
+
+    ``errors``: method → one error per code size (e.g. the mean over seeds);
+    ``intervals``: method → the half-width of each mean's 95 % interval, drawn as
+    error bars (a method left out, like the deterministic PCA, gets none).
+    """
     code_sizes = [int(k) for k in code_sizes]
     fig = go.Figure()
     for name, values in errors.items():
         if len(values) != len(code_sizes):
             raise ValueError(f"{name!r} has {len(values)} errors for {len(code_sizes)} "
                              "code sizes.")
-        fig.add_trace(go.Scatter(x=code_sizes, y=list(values), mode="lines+markers", name=name))
+        bars = (intervals or {}).get(name)
+        fig.add_trace(go.Scatter(
+            x=code_sizes, y=list(values), mode="lines+markers", name=name,
+            error_y=None if bars is None else {"type": "data", "array": list(bars)}))
     fig.update_xaxes(type="log", tickvals=code_sizes, ticktext=[str(k) for k in code_sizes],
                      title_text="code size k (numbers per image)")
     fig.update_yaxes(title_text="mean squared error per pixel (test)", rangemode="tozero")

@@ -204,6 +204,12 @@ def pick_budget(summary: Sequence[Mapping[str, object]], budget, what: str):
     return wanted
 
 
+def half_width(row: Mapping[str, object]) -> float:
+    """A summary row's 95 % interval half-width (0 where one seed gives none)."""
+    value = float(row.get("half_width", math.nan))
+    return 0.0 if math.isnan(value) else value
+
+
 def check_summary(summary, what: str) -> None:
     """Refuse rows that are not `transferkit.experiments.summarise`'s, saying what to pass."""
     if not summary:

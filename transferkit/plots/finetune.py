@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .common import PALETTE, budget_name, budgets_in, check_summary, pick_budget
+from .common import PALETTE, budget_name, budgets_in, check_summary, half_width, pick_budget
 
 
 def shift_figure(
@@ -21,8 +21,8 @@ def shift_figure(
 
     ``in_summary`` is ``summarise(rows)`` (test accuracy) and ``shifted_summary``
     ``summarise(rows, "shifted_accuracy")`` of the same study (one that had
-    ``also_test={"shifted": ...}``). Bars show the mean over seeds, error bars one
-    standard deviation; the text on a shifted bar is its change from the
+    ``also_test={"shifted": ...}``). Bars show the mean over seeds, error bars the
+    95 % interval of that mean; the text on a shifted bar is its change from the
     in-distribution one, and hovering gives the number of seeds.
 
     ``budget``: the label budget to draw (labels per class, or ``"all"``). It can be
@@ -51,15 +51,15 @@ def shift_figure(
         fig.add_trace(go.Bar(
             x=methods, y=[rows[m]["mean"] for m in methods], name=name,
             marker_color=PALETTE[0 if i == 0 else 3],
-            error_y={"type": "data", "array": [rows[m]["std"] for m in methods]},
+            error_y={"type": "data", "array": [half_width(rows[m]) for m in methods]},
             text=None if i == 0 else [f"{d:+.2f}" for d in drops],
             textposition="outside" if i else None,
-            customdata=[[rows[m]["n"], rows[m]["std"]] for m in methods],
+            customdata=[[rows[m]["n"], half_width(rows[m])] for m in methods],
             hovertemplate=(f"%{{x}}, {name}<br>mean %{{y:.3f}} ± %{{customdata[1]:.3f}} "
-                           "over %{customdata[0]} seeds<extra></extra>"),
+                           "(95 % interval) over %{customdata[0]} seeds<extra></extra>"),
         ))
     fig.update_xaxes(title_text="method")
-    fig.update_yaxes(title_text="accuracy (mean over seeds)", range=[0, 1.08])
+    fig.update_yaxes(title_text="accuracy (mean over seeds ± 95 % interval)", range=[0, 1.08])
     fig.update_layout(
         title=title or f"accuracy in distribution and under shift, {budget_name(chosen)}",
         barmode="group", height=380, legend={"orientation": "h", "y": -0.25},
@@ -74,7 +74,7 @@ def feature_drift_figure(drift_summary: Sequence[Mapping[str, object]], *,
 
     ``drift_summary`` is ``summarise(rows, "feature_drift")``; the height is the
     mean over seeds of ‖F_after − F_before‖ / ‖F_before‖ on the validation inputs
-    (`transferkit.finetune.feature_drift`), the error bar one standard deviation.
+    (`transferkit.finetune.feature_drift`), the error bar the 95 % interval of that mean.
     With several label budgets the bars are grouped: one colour per budget.
     """
     check_summary(drift_summary, "drift_summary")
@@ -90,10 +90,11 @@ def feature_drift_figure(drift_summary: Sequence[Mapping[str, object]], *,
         fig.add_trace(go.Bar(
             x=shown, y=[rows[m]["mean"] for m in shown], name=budget_name(budget),
             marker_color=PALETTE[i % len(PALETTE)],
-            error_y={"type": "data", "array": [rows[m]["std"] for m in shown]},
-            customdata=[[rows[m]["n"], rows[m]["std"]] for m in shown],
+            error_y={"type": "data", "array": [half_width(rows[m]) for m in shown]},
+            customdata=[[rows[m]["n"], half_width(rows[m])] for m in shown],
             hovertemplate=(f"%{{x}}, {budget_name(budget)}<br>drift %{{y:.3f}} ± "
-                           "%{customdata[1]:.3f} over %{customdata[0]} seeds<extra></extra>"),
+                           "%{customdata[1]:.3f} (95 % interval) over %{customdata[0]} seeds"
+                           "<extra></extra>"),
         ))
     fig.update_xaxes(title_text="method", categoryorder="array", categoryarray=methods)
     fig.update_yaxes(title_text="‖F_after − F_before‖ / ‖F_before‖", rangemode="tozero")

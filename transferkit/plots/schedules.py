@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .common import PALETTE
+from .common import PALETTE, half_width
 
 
 def schedule_figure(schedules: Mapping[str, object], total_steps: int, *, lr: float = 1.0,
@@ -41,7 +41,7 @@ def schedule_figure(schedules: Mapping[str, object], total_steps: int, *, lr: fl
 
 def cost_figure(board: Sequence[Mapping[str, object]], *, cost: str = "seconds_per_epoch",
                 title: str | None = None) -> go.Figure:
-    """Validation accuracy (mean ± std over seeds) against a cost column of a
+    """Validation accuracy (mean ± its 95 % interval over seeds) against a cost column of a
     `transferkit.selection.leaderboard`, one labelled point per candidate: the
     best strategies sit top left."""
     if not board:
@@ -52,12 +52,12 @@ def cost_figure(board: Sequence[Mapping[str, object]], *, cost: str = "seconds_p
               "trainable_params": "trainable parameters"}
     fig = go.Figure(go.Scatter(
         x=[entry[cost] for entry in board], y=[entry["mean"] for entry in board],
-        error_y={"type": "data", "array": [entry["std"] for entry in board]},
+        error_y={"type": "data", "array": [half_width(entry) for entry in board]},
         mode="markers+text", text=[str(entry["method"]) for entry in board],
         textposition="top center", marker={"size": 11, "color": PALETTE[0]},
         hovertemplate="%{text}<br>%{x:.3g}<br>val accuracy %{y:.3f}<extra></extra>"))
     fig.update_xaxes(title_text=labels.get(cost, cost), type="log")
-    fig.update_yaxes(title_text="validation accuracy (mean ± std over seeds)")
+    fig.update_yaxes(title_text="validation accuracy (mean ± 95 % interval over seeds)")
     fig.update_layout(title=title or "accuracy against cost", height=400,
                       margin={"l": 70, "r": 20, "t": 60, "b": 50}, showlegend=False)
     return fig

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from .common import PALETTE, as_labels, rgba
+from .common import PALETTE, as_labels, half_width, rgba
 
 
 def confusion_matrix_figure(
@@ -123,22 +123,29 @@ def sweep_figure(
     return fig
 
 
+BANDS = {"interval": "95 % interval of the mean", "std": "spread, ± one standard deviation",
+         "range": "spread, lowest to highest seed"}
+
+
 def label_budget_figure(
     summary: Sequence[Mapping[str, object]],
     *,
-    spread: str = "std",
+    spread: str = "interval",
     title: str | None = None,
 ) -> go.Figure:
-    """Accuracy against labels per class, one line per method, with its spread over seeds.
+    """Accuracy against labels per class, one line per method, with how sure the mean is.
 
     ``summary`` is `transferkit.experiments.summarise`'s rows. The x axis is
     logarithmic; the "all labels" budget sits at its actual number of labels
-    per class and is marked "all". ``spread="std"`` shades mean ± one standard
-    deviation, ``"range"`` the lowest to the highest seed. Per method the figure
-    has two traces: the band (legend hidden) and the mean line with markers.
+    per class and is marked "all". ``spread="interval"`` (default) shades the 95 %
+    interval of the mean over seeds (it narrows as seeds are added); ``"std"``
+    shades the *spread*, mean ± one standard deviation over seeds, and
+    ``"range"`` the lowest to the highest seed (neither shrinks with more seeds).
+    Per method the figure has two traces: the band (legend hidden) and the mean
+    line with markers.
     """
-    if spread not in ("std", "range"):
-        raise ValueError(f"spread must be 'std' or 'range', got {spread!r}.")
+    if spread not in BANDS:
+        raise ValueError(f"spread must be one of {sorted(BANDS)}, got {spread!r}.")
     if not summary:
         raise ValueError("label_budget_figure needs summary rows (experiments.summarise).")
     fig = go.Figure()
@@ -148,9 +155,10 @@ def label_budget_figure(
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["per_class"])
         xs = [r["per_class"] for r in rows]
         means = [r["mean"] for r in rows]
-        if spread == "std":
-            low = [r["mean"] - r["std"] for r in rows]
-            high = [r["mean"] + r["std"] for r in rows]
+        if spread in ("std", "interval"):
+            width = [half_width(r) if spread == "interval" else r["std"] for r in rows]
+            low = [r["mean"] - w for r, w in zip(rows, width, strict=True)]
+            high = [r["mean"] + w for r, w in zip(rows, width, strict=True)]
         else:
             low, high = [r["min"] for r in rows], [r["max"] for r in rows]
         fig.add_trace(go.Scatter(
@@ -174,7 +182,7 @@ def label_budget_figure(
     fig.update_xaxes(type="log", title_text="labels per class (log scale)",
                      tickvals=list(ticks), ticktext=list(ticks.values()))
     fig.update_yaxes(title_text=metric)
-    band = "± one standard deviation" if spread == "std" else "lowest to highest seed"
+    band = BANDS[spread]
     fig.update_layout(title=title, height=400, margin={"l": 60, "r": 20, "t": 60, "b": 80},
                       legend={"orientation": "h", "y": -0.2},
                       annotations=[{"text": f"mean over seeds; band: {band}",

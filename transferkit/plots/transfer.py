@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .common import PALETTE, budget_name, pick_budget, rgba
+from .common import PALETTE, budget_name, half_width, pick_budget, rgba
 
 
 def transferability_figure(
@@ -23,11 +23,12 @@ def transferability_figure(
 
     ``summary`` is `transferkit.transferability.summarise_transfer`'s rows: one line
     per mode (frozen, fine-tuned) over ``n`` = 1, 2, …, each point the mean over
-    seeds with one standard deviation as its error bar, and the target-only
-    network (n = 0) as a dashed line with a ±1 std band, as in Yosinski et al.
-    (2014), Figure 2. ``layer_names`` label the x axis (``layer_names[n-1]`` is
-    the n-th copied group). ``baselines`` adds more horizontal lines, name →
-    (mean, std), e.g. logistic regression. ``highlight`` marks one run, e.g. the
+    seeds with the 95 % interval of that mean as its error bar, and the
+    target-only network (n = 0) as a dashed line with its interval as a band, as
+    in Yosinski et al. (2014), Figure 2. ``layer_names`` label the x axis
+    (``layer_names[n-1]`` is the n-th copied group). ``baselines`` adds more
+    horizontal lines, name → (mean, half-width of its interval), e.g. logistic
+    regression. ``highlight`` marks one run, e.g. the
     widget's last: ``{"mode": ..., "n": ..., "accuracy": ...}``. ``budget`` picks
     the label budget when the summary holds several (``"all"`` = every label).
     """
@@ -44,7 +45,7 @@ def transferability_figure(
     lines = dict(baselines or {})
     base = [r for r in rows if r["mode"] == "target only"]
     if base:
-        lines = {"target only (n = 0)": (base[0]["mean"], base[0]["std"]), **lines}
+        lines = {"target only (n = 0)": (base[0]["mean"], half_width(base[0])), **lines}
     x_range = [0.5, max(depths, default=1) + 0.5]
     for i, (name, (mean, std)) in enumerate(lines.items()):
         colour = ("#444444", "#8c564b", "#7f7f7f")[i % 3]
@@ -63,10 +64,11 @@ def transferability_figure(
         fig.add_trace(go.Scatter(
             x=[r["n"] for r in points], y=[r["mean"] for r in points], name=mode,
             mode="lines+markers", line={"color": colour}, marker={"size": 9},
-            error_y={"type": "data", "array": [r["std"] for r in points]},
-            customdata=[[r.get("n_seeds", 1), r["std"]] for r in points],
+            error_y={"type": "data", "array": [half_width(r) for r in points]},
+            customdata=[[r.get("n_seeds", 1), half_width(r)] for r in points],
             hovertemplate=(f"{mode}, first %{{x}} groups copied<br>accuracy %{{y:.3f}} ± "
-                           "%{customdata[1]:.3f} over %{customdata[0]} seeds<extra></extra>")))
+                           "%{customdata[1]:.3f} (95 % interval) over %{customdata[0]} seeds"
+                           "<extra></extra>")))
     if highlight is not None:
         fig.add_trace(go.Scatter(
             x=[highlight["n"]], y=[highlight["accuracy"]], mode="markers",
@@ -78,7 +80,7 @@ def transferability_figure(
              for n in depths]
     fig.update_xaxes(title_text="layer groups copied from the source network (n)",
                      tickvals=depths, ticktext=ticks, range=x_range)
-    fig.update_yaxes(title_text="target test accuracy (mean over seeds)")
+    fig.update_yaxes(title_text="target test accuracy (mean ± 95 % interval over seeds)")
     fig.update_layout(
         title=title or f"how transferable are the layers? {budget_name(chosen)}",
         height=420, legend={"orientation": "h", "y": -0.25},

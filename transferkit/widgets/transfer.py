@@ -124,7 +124,8 @@ def transferability_lab(
                      "n_train": len(labelled), "test_accuracy": accuracy})
         study = {(r["mode"], r["n"]): r for r in (summary or []) if r["budget"] == chosen}
         ref = study.get((chosen_mode, k) if k else (BASELINE, 0))
-        compare = (f" (the study: {ref['mean']:.3f} ± {ref['std']:.3f} over "
+        # one run is compared with the study's runs, so the spread over seeds is the yardstick
+        compare = (f" (the study: mean {ref['mean']:.3f}, spread ± {ref['std']:.3f} over "
                    f"{ref.get('n_seeds', 1)} seeds)" if ref else "")
         panel.model = model
         show_in(panel.figure, figure(chosen, {"mode": chosen_mode, "n": k,
