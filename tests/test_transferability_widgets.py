@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from transferkit import plots, widgets
 from transferkit.transferability import summarise_transfer
+
+T3 = scipy.stats.t.ppf(0.975, 2) / 3 ** 0.5  # a 95 % interval from 3 seeds: T3 × std
 
 
 def study_rows():
@@ -31,7 +34,8 @@ def test_transferability_figure_draws_modes_against_n_and_the_baseline():
     assert list(named["frozen"].x) == [1, 2]
     assert np.allclose(named["frozen"].y, [0.83, 0.71])
     assert np.allclose(named["fine-tuned"].y, [0.84, 0.85])
-    assert np.allclose(named["frozen"].error_y.array, [0.01, 0.01])
+    # error bars: the 95 % interval of each mean over 3 seeds, t · s / √3
+    assert np.allclose(named["frozen"].error_y.array, [0.01 * T3] * 2)
     assert np.allclose(named["target only (n = 0)"].y, [0.81, 0.81])
     assert list(fig.layout.xaxis.ticktext) == ["1: conv1", "2: conv2"]
     every = plots.transferability_figure(summary, budget="all")
@@ -67,7 +71,8 @@ def test_lab_trains_the_chosen_copy_and_marks_it(digit_tasks, tiny_cnn):
     status = panel.status.value
     assert "error" not in status, status
     assert "frozen copy of the first 2 group(s)" in status and "target test accuracy" in status
-    assert "the study: 0.710" in status  # compared with the study's frozen n = 2
+    # one run against the study's runs: their mean and spread, labelled as a spread
+    assert "the study: mean 0.710, spread ± 0.010" in status
     assert panel.figure.data[-1].marker.symbol == "star" and len(panel.figure.data) == before + 1
     assert torch.equal(panel.model[3].weight, source[3].weight)  # copied and frozen
     assert not panel.model[3].weight.requires_grad
