@@ -24,13 +24,21 @@ def runtime_dependencies() -> list[str]:
     return [re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0] for dep in project["dependencies"]]
 
 
-def conda_names(path: Path) -> set[str]:
+def conda_specs(path: Path) -> list[str]:
+    """Every dependency of a conda environment file, its pip: section included
+    (packages that are not on conda-forge, such as the model package)."""
     env = yaml.safe_load(path.read_text())
-    names = set()
+    specs = []
     for dep in env["dependencies"]:
         if isinstance(dep, str):
-            names.add(re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].lower())
-    return names
+            specs.append(dep)
+        elif isinstance(dep, dict):
+            specs += [d for d in dep.get("pip", []) if not d.startswith("-")]
+    return specs
+
+
+def conda_names(path: Path) -> set[str]:
+    return {re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].lower() for dep in conda_specs(path)}
 
 
 @pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
@@ -38,6 +46,27 @@ def test_every_runtime_dependency_is_in_the_environment_file(env_file):
     names = conda_names(ROOT / env_file)
     missing = [d for d in runtime_dependencies() if CONDA_NAMES.get(d, d).lower() not in names]
     assert not missing, f"{env_file} lacks {missing} (listed in pyproject.toml)"
+
+
+@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
+def test_exact_pins_are_the_same_everywhere(env_file):
+    """A pinned package (the model's: its files' hashes are recorded in transferkit.text)
+    has the same version in pyproject.toml and in both environment files."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = [dep.split(";")[0].replace(" ", "") for dep in project["dependencies"] if "==" in dep]
+    assert pins, "the model package is pinned"
+    specs = {d.replace(" ", "") for d in conda_specs(ROOT / env_file)}
+    assert not [p for p in pins if p not in specs], f"{env_file} must pin {pins} exactly"
+
+
+def test_the_wheel_carries_the_data_files():
+    """Every file in transferkit/assets matches a package-data pattern, so it is in the wheel."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["transferkit"]
+    assets = sorted(p.relative_to(ROOT / "transferkit") for p in
+                    (ROOT / "transferkit" / "assets").iterdir())
+    assert assets
+    assert not [a for a in assets if not any(a.match(pattern) for pattern in patterns)]
 
 
 def test_binder_uses_cpu_pytorch_and_a_strict_post_build():
