@@ -16,8 +16,8 @@ MAX_LINES = 520  # "about 500 lines at most": one concept per module
 
 # Everything below the course layer (README, "Architecture").
 CORE = ["autoencoder", "callbacks", "checkpoint", "data", "device", "encoder", "experiments",
-        "finetune", "freezing", "gd", "heads", "layers", "models", "modes", "schedules",
-        "selection", "stats", "train", "transferability"]
+        "finetune", "freezing", "gd", "heads", "layers", "lora", "metrics", "models", "modes",
+        "schedules", "selection", "stats", "text", "text_data", "train", "transferability"]
 
 
 def modules() -> list[Path]:

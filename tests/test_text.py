@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from transferkit import text
+from transferkit.heads import mean_pool
 from transferkit.metrics import classification_metrics
 from transferkit.text import (
     MINILM,
@@ -21,7 +22,6 @@ from transferkit.text import (
     check_tokenizer,
     encode,
     load_text_model,
-    mean_pool,
     token_ids,
     verify_files,
     weights_fingerprint,

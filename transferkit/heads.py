@@ -9,7 +9,12 @@ for any `nn.Module`, not only for models this library built:
   output size it measures with a dry run (`feature_size`);
 * `find_head` / `replace_head` find and swap the output layer of torchvision-style
   models (``fc``, ``classifier[-1]``, ``heads.head``, ``head``) and of your own;
-* `without_head` lends you the model without its head, to read its features.
+* `without_head` lends you the model without its head, to read its features;
+* `TextClassifier(encoder, num_classes)` puts a head on a pre-trained transformer
+  (a Hugging Face BERT-family model): token ids in, class scores out, the token
+  vectors averaged over the real tokens (`mean_pool`) in between. `transformer_body`
+  finds such an encoder's embeddings and blocks, so `find_head` never mistakes
+  BERT's *pooler* (a pre-trained layer) for a head.
 
 What to freeze, and at which learning rate to train the rest, is the business of
 `transferkit.layers` and `transferkit.freezing`.
@@ -97,6 +102,102 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x).flatten(1))
 
 
+# --- a head on a pre-trained transformer ---------------------------------------------------
+
+
+def transformer_body(model: nn.Module) -> tuple[str, str] | None:
+    """The dotted names of a BERT-family encoder's embeddings and its list of blocks
+    inside ``model``, or None if it has no such encoder.
+
+    BERT, RoBERTa, ELECTRA and MiniLM keep them as ``embeddings`` and
+    ``encoder.layer``, DistilBERT as ``embeddings`` and ``transformer.layer``; the
+    encoder may sit anywhere (``bert.`` in ``BertForSequenceClassification``,
+    ``encoder.`` in a `TextClassifier`).
+    """
+    for name, module in model.named_modules():
+        embeddings = getattr(module, "embeddings", None)
+        if not isinstance(embeddings, nn.Module):
+            continue
+        for stack in ("encoder", "transformer"):
+            blocks = getattr(getattr(module, stack, None), "layer", None)
+            if isinstance(blocks, nn.ModuleList):
+                prefix = f"{name}." if name else ""
+                return f"{prefix}embeddings", f"{prefix}{stack}.layer"
+    return None
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's token vectors over its real tokens (``mask`` = 1):
+    ``Σ_t m_t h_t / Σ_t m_t``. Padding does not count.
+
+    >>> h = torch.tensor([[[1.0], [3.0], [100.0]]])      # the third token is padding
+    >>> mean_pool(h, torch.tensor([[1, 1, 0]]))
+    tensor([[2.]])
+    """
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+POOLINGS = ("mean", "cls")
+
+
+class TextClassifier(nn.Module):
+    """A classification head on a pre-trained transformer encoder: token ids in, logits out.
+
+    ``forward(ids)`` takes a LongTensor ``(batch, length)`` of token ids padded on
+    the right with the pad id (``transferkit.text.token_ids`` makes it), so that
+    `fit` can slice it like any other input. Per batch it:
+
+    1. derives the attention mask, m = (ids ≠ pad id);
+    2. drops the columns after the batch's longest real text: a batch of short
+       snippets costs short-sequence compute, whatever length the data were padded to;
+    3. runs the encoder and pools its token vectors into one per text: ``"mean"``
+       over the real tokens (`mean_pool`; what sentence encoders such as MiniLM are
+       trained for) or ``"cls"`` (the first token's vector, as BERT's own
+       classifier does);
+    4. applies the new head, ``Linear(hidden size, num_classes)``.
+
+    BERT's pre-trained *pooler* (a dense layer on the first token) is not used, so
+    it is removed from ``encoder`` (``encoder.pooler = None``): otherwise its
+    parameters would count as trainable yet never learn. Layer groups
+    (`transferkit.layers.layer_groups`): the embeddings, each block, the head.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", *,
+                 pad_id: int | None = None):
+        super().__init__()
+        config = getattr(encoder, "config", None)
+        if config is None or transformer_body(encoder) is None:
+            raise TypeError(f"TextClassifier needs a Hugging Face BERT-family encoder (e.g. "
+                            f"from transferkit.text.load_text_model), got "
+                            f"{type(encoder).__name__}.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused: its parameters would never learn
+        self.encoder, self.pooling = encoder, pooling
+        self.pad_id = int(pad_id if pad_id is not None else config.pad_token_id or 0)
+        weight = next(iter(encoder.parameters()))
+        self.head = nn.Linear(config.hidden_size, num_classes).to(weight.device, weight.dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dtype != torch.long or ids.ndim != 2:
+            raise ValueError(f"TextClassifier takes token ids, a LongTensor (batch, length); got "
+                             f"{ids.dtype} of shape {tuple(ids.shape)}. Make it with "
+                             "transferkit.text.token_ids(tokenizer, texts).")
+        mask = ids != self.pad_id
+        real = mask.any(0).nonzero()
+        length = int(real.max()) + 1 if len(real) else 1  # last column with a real token
+        ids, mask = ids[:, :length], mask[:, :length]
+        hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        pooled = mean_pool(hidden, mask) if self.pooling == "mean" else hidden[:, 0]
+        return self.head(pooled)
+
+
+# --- finding and replacing the head ---------------------------------------------------------
+
 _HEAD_NAMES = ("head", "fc", "heads.head", "heads", "classifier")
 
 
@@ -114,7 +215,9 @@ def find_head(model: nn.Module) -> str:
     Looks for torchvision's names first: ``head`` (Swin, this module's
     `Classifier`), ``fc`` (ResNet), ``heads.head`` (ViT), ``classifier[-1]``
     (MobileNet, EfficientNet, ConvNeXt); otherwise the last Linear registered
-    in the model.
+    in the model. In a transformer (`transformer_body`) the Linear layers of the
+    embeddings, of the blocks and of BERT's pre-trained *pooler* are never the head:
+    a bare ``BertModel`` has none, and says so.
 
     >>> find_head(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     '2'
@@ -128,6 +231,14 @@ def find_head(model: nn.Module) -> str:
             if linears:
                 return f"{name}.{linears[-1]}"
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name]
+    body = transformer_body(model)
+    if body is not None:
+        inside = (*body, *(n for n, _ in model.named_modules() if n.endswith("pooler")))
+        linears = [n for n in linears if not any(n.startswith(f"{b}.") for b in inside)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__} is a transformer encoder without a head "
+                             "(its pooler is pre-trained, not a head). Put one on it: "
+                             "TextClassifier(encoder, num_classes).")
     if not linears:
         raise ValueError(f"{type(model).__name__} has no Linear layer, so it has no head to "
                          "find. Name it: replace_head(model, n, name='...').")
@@ -178,5 +289,5 @@ def without_head(model: nn.Module, name: str | None = None) -> Iterator[nn.Modul
 
 
 
-__all__ = ["Classifier", "feature_size", "find_head", "replace_head", "submodule",
-           "without_head"]
+__all__ = ["Classifier", "POOLINGS", "TextClassifier", "feature_size", "find_head", "mean_pool",
+           "replace_head", "submodule", "transformer_body", "without_head"]

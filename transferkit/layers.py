@@ -12,6 +12,10 @@ by 2.6 per group going down). `layer_groups(model)` makes the groups for any
 * the group holding the head (`transferkit.heads.find_head`) comes last, even if
   the model registered it first;
 * a `transferkit.heads.Classifier`: its encoder's layers, then its head;
+* a transformer (BERT, MiniLM, RoBERTa …; a Hugging Face ``BertModel``,
+  ``BertForSequenceClassification`` or a `transferkit.heads.TextClassifier`): the
+  embeddings, then each block of the encoder, then everything after them (the
+  head; in a bare ``BertModel``, its pooler) — ULMFiT's groups for a transformer;
 * a model with its own ``layer_groups()`` method chooses its own groups, and
   ``split=`` lets you choose them yourself.
 
@@ -27,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from .heads import Classifier, find_head, submodule
+from .heads import Classifier, find_head, submodule, transformer_body
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)  # normalisation layers
 BATCHNORMS = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d (they keep running statistics)
@@ -118,6 +122,40 @@ class _OwnParameters(nn.Module):
         return iter(p for _, p in self._own)
 
 
+def _outside(module: nn.Module, taken: set[int], prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The largest submodules none of whose parameters are in ``taken``, in order."""
+    found: list[tuple[str, nn.Module]] = []
+    own = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) not in taken]
+    if own:
+        found.append((prefix, _OwnParameters(own)))
+    for name, child in module.named_children():
+        params = [id(p) for p in child.parameters()]
+        if not params:
+            continue
+        if not any(p in taken for p in params):
+            found.append((_join(prefix, name), child))
+        elif not all(p in taken for p in params):
+            found += _outside(child, taken, _join(prefix, name))
+    return found
+
+
+def _transformer_groups(model: nn.Module, body: tuple[str, str]) -> list[LayerGroup]:
+    """Embeddings, each block, then the rest (the head, or BERT's pooler) as one group."""
+    embeddings, blocks = body
+    groups = [LayerGroup(embeddings, [(embeddings, model.get_submodule(embeddings))])]
+    groups += [LayerGroup(_join(blocks, str(i)), [(_join(blocks, str(i)), block)])
+               for i, block in enumerate(model.get_submodule(blocks))]
+    taken = {id(p) for g in groups for p in g.parameters()}
+    rest = _outside(model, taken)
+    if rest:
+        try:
+            name = find_head(model)
+        except ValueError:  # a bare encoder: its pooler (or whatever follows the blocks)
+            name = rest[0][0]
+        groups.append(LayerGroup(name, rest))
+    return groups
+
+
 def _explicit_groups(model: nn.Module, split: Sequence[Any]) -> list[LayerGroup]:
     names = {module: name for name, module in model.named_modules()}
     groups = []
@@ -151,8 +189,8 @@ def layer_groups(model: nn.Module, split: Sequence[Any] | None = None) -> list[L
       and normalisation layers join the group before them; a model that is one
       big body (a single ``Sequential``) is split into its layers; the group
       holding the head (`find_head`) comes last. A `Classifier` gives its
-      encoder's groups, then the head; a model with a ``layer_groups()`` method
-      chooses its own.
+      encoder's groups, then the head; a transformer its embeddings, each block,
+      then the head; a model with a ``layer_groups()`` method chooses its own.
     * ``split``: your own groups, as a list whose entries are a module name
       (``"layer4"``), a module, or a list of those.
 
@@ -169,6 +207,8 @@ def layer_groups(model: nn.Module, split: Sequence[Any] | None = None) -> list[L
                   LayerGroup("head", [("head", model.head)])]
     elif callable(getattr(model, "layer_groups", None)):
         groups = model.layer_groups()
+    elif (body := transformer_body(model)) is not None:
+        groups = _transformer_groups(model, body)
     else:
         groups = _default_groups(model)
         with contextlib.suppress(ValueError):

@@ -36,7 +36,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .finetune import find_head, freeze, unfreeze
+from .freezing import freeze, unfreeze
+from .heads import find_head
 
 
 class LoRALinear(nn.Module):

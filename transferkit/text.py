@@ -48,10 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .device import pick_device
+from .device import model_device, pick_device
+from .heads import POOLINGS, mean_pool
+from .modes import eval_mode
 from .text_data import check_texts, sha256_file
-from .train import eval_mode
 
 # --- which models, and what their files must contain ------------------------------------
 
@@ -336,21 +338,8 @@ def token_ids(tokenizer: Any, texts: Any, max_length: int = 128) -> torch.Tensor
     return pad_ids(_tokenize(tokenizer, texts, max_length), tokenizer.pad_token_id or 0)
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of each row's token vectors over its real tokens (``mask`` = 1):
-    ``Σ_t m_t h_t / Σ_t m_t``. Padding does not count.
-
-    >>> h = torch.tensor([[[1.0], [3.0], [100.0]]])      # the third token is padding
-    >>> mean_pool(h, torch.tensor([[1, 1, 0]]))
-    tensor([[2.]])
-    """
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
-
-
 # --- texts to vectors, cached on disk ------------------------------------------------------
 
-POOLINGS = ("mean", "cls")
 CACHE_ENV = "TRANSFERKIT_CACHE"
 
 
@@ -437,10 +426,8 @@ def encode(model: Any, texts: Any, *, tokenizer: Any = None, batch_size: int = 6
                 pass  # a damaged cache file: compute again and overwrite it
     pad = getattr(tokenizer, "pad_token_id", None) or 0
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together
-    device = next(iter(net.parameters())).device
+    device = model_device(net)
     starts = range(0, len(order), batch_size)
-    from tqdm.auto import tqdm
-
     show = len(texts) >= 2000 if progress is None else progress
     parts = []
     with eval_mode(net), torch.inference_mode():
