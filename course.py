@@ -3,7 +3,7 @@
 
     python3 course.py lab     # JupyterLab on your copy of the lessons (my-lessons/)
     python3 course.py test    # unit tests, every lesson end to end, the browser test
-    python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning, a CNN
+    python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning, a CNN, text
 
 Both create (or reuse) a virtual environment in .venv/ and install the course
 into it; nothing else on your machine is touched. Needs only Python 3.10+ and
@@ -106,7 +106,7 @@ def test(args: list[str]) -> int:
     return subprocess.call([str(c) for c in command], cwd=ROOT, env=env)
 
 
-BENCHMARKS = ("bench_fit.py", "bench_finetune.py", "bench_cnn.py")  # run in this order
+BENCHMARKS = ("bench_fit.py", "bench_finetune.py", "bench_cnn.py", "bench_text.py")  # in order
 
 
 def bench(args: list[str]) -> int:

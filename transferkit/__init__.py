@@ -9,19 +9,21 @@ the course         ``plots`` (pure figure builders), ``widgets`` (one module per
                    ``doctor``, ``magics``, ``cli``
 methods            ``finetune`` (strategies, feature caching), ``autoencoder`` and
                    ``encoder``, ``models`` (torchvision backbones), ``experiments``
-                   (label-budget studies), ``transferability``, ``selection``
+                   (label-budget studies), ``transferability``, ``selection``, ``text``
+                   (a pre-trained transformer: verified loading, ``encode``, ``zero_shot``)
 training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks``
                    (``History``, ``Callback``, ``EarlyStopping``), ``checkpoint``
 model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
                    (``layer_groups``), ``freezing`` (``freeze``, BatchNorm policy,
-                   ``param_groups``, ``trainable_report``)
+                   ``param_groups``, ``trainable_report``), ``lora`` (low-rank updates)
 foundations        ``device``, ``modes``, ``data``, ``gd``, ``schedules``, ``stats``
-                   (paired comparisons)
+                   (paired comparisons), ``text_data`` (the review snippets), ``metrics``
+                   (accuracy, per-class recall, macro-F1)
 =================  ==========================================================================
 
 The core (everything below the course) never imports plotly or ipywidgets.
 ``import transferkit`` is light: each submodule (and torch, plotly, ipywidgets,
-torchvision behind it) is imported the first time you use it. In a notebook,
+torchvision, transformers behind it) is imported the first time you use it. In a notebook,
 ``%load_ext transferkit`` adds ``%transferkit_doctor`` and ``%transferkit_seed``.
 """
 
@@ -33,9 +35,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "autoencoder", "callbacks", "checkpoint", "checks", "cli", "data", "device", "doctor",
-    "encoder", "experiments", "finetune", "freezing", "gd", "heads", "layers", "magics", "models",
-    "modes", "plots", "schedules", "selection", "stats", "student", "train", "transferability",
-    "widgets", "workspace",
+    "encoder", "experiments", "finetune", "freezing", "gd", "heads", "layers", "lora", "magics",
+    "metrics", "models", "modes", "plots", "schedules", "selection", "stats", "student", "text",
+    "text_data", "train", "transferability", "widgets", "workspace",
 }
 
 
