@@ -234,9 +234,12 @@ def load_text_model(name: str = DEFAULT_MODEL, device: str | torch.device | None
             f"{folder} has no safetensors weights ({', '.join(others)}). transferkit reads "
             "weights only from safetensors files: a pickled .bin file can run code on load.")
     verify_files(folder, expected)
-    # function-level: transformers is heavy (seconds to import) and only text lessons need it
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    try:  # function-level: transformers is heavy (seconds to import); only text needs it
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ModuleNotFoundError:
+        raise ModelUnavailableError("loading a text model needs the transformers library: "
+                                    "pip install transformers") from None
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in every lesson
@@ -335,7 +338,10 @@ def token_ids(tokenizer: Any, texts: Any, max_length: int = 128) -> torch.Tensor
     Texts longer than ``max_length`` tokens are cut, with a warning that counts them.
     """
     texts = check_texts(texts)
-    return pad_ids(_tokenize(tokenizer, texts, max_length), tokenizer.pad_token_id or 0)
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise ValueError("this tokenizer has no padding token, so padding could not be told "
+                         "from text; set one (tokenizer.pad_token = ...) first.")
+    return pad_ids(_tokenize(tokenizer, texts, max_length), tokenizer.pad_token_id)
 
 
 # --- texts to vectors, cached on disk ------------------------------------------------------
