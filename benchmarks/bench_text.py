@@ -68,6 +68,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=256, help="snippets encoded in (a), (c)")
     parser.add_argument("--steps", type=int, default=5, help="fine-tuning steps per repeat")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--parts", default="abcd", help="which of (a) … (d) to run")
     parser.add_argument("--epochs", type=int, default=None, help="(ignored; course.py bench)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--lesson-memory", action="store_true", help=argparse.SUPPRESS)
@@ -186,7 +187,23 @@ def main() -> None:
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
           f"texts={len(texts)} repeats={args.repeats} batch={args.batch_size}")
 
-    # (a) encoding throughput
+    if "a" in args.parts:
+        encoding(args, text_model, texts, device)
+    if "b" in args.parts:
+        fine_tuning_step(args, model, tokenizer, device)
+    if "c" in args.parts:
+        cache_speedup(text_model, texts)
+    if "d" in args.parts:
+        lesson = in_fresh_process("--lesson-memory", args=args)
+        verdict = "under" if lesson["peak"] < MEMORY_BUDGET else "OVER"
+        print(f"(d) load + fine-tune (full, 256 snippets, 1 epoch) + evaluate (500): peak RSS "
+              f"{lesson['peak'] / 2**30:.2f} GiB ({verdict} 2 GiB), {lesson['seconds']:.0f} s, "
+              f"accuracy {lesson['accuracy']:.3f}")
+
+
+def encoding(args, text_model, texts, device) -> None:
+    """(a) encoding throughput against the plain loop."""
+    model, tokenizer = text_model
     runs = {"plain transformers loop": lambda: plain_encode(model, tokenizer, texts, 64, device),
             "encode (sorted, inference_mode)": lambda: encode(text_model, texts, cache=False)}
     interleaved(runs, 1, device)  # warm-up
@@ -201,7 +218,9 @@ def main() -> None:
               f"{median / base:5.2f}x")
     print(f"  same vectors: {same}")
 
-    # (b) one fine-tuning step: full, LoRA, frozen
+
+def fine_tuning_step(args, model, tokenizer, device) -> None:
+    """(b) one step of full fine-tuning, LoRA and a frozen encoder."""
     x, y = batch_of_reviews(tokenizer, args.batch_size, device)
     models = {v: classifier(model, v) for v in VARIANTS}
     steps = {v: (lambda v=v: [step(*models[v], x, y) for _ in range(args.steps)])
@@ -219,7 +238,9 @@ def main() -> None:
         print(f"  {v:<8} {n:>11,} {1e3 * per_step:8.0f} {per_step / full_time:7.2f}x "
               f"{mib(memory[v]):>18} {memory[v] / memory['full']:7.2f}x")
 
-    # (c) the embedding cache
+
+def cache_speedup(text_model, texts) -> None:
+    """(c) encoding into an empty cache, then reading it back."""
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         encode(text_model, texts, cache_dir=folder)
@@ -228,13 +249,6 @@ def main() -> None:
         t2 = time.perf_counter()
     print(f"(c) cache: first run {t1 - t0:.2f} s, re-run {t2 - t1:.3f} s: "
           f"{(t1 - t0) / (t2 - t1):.0f}x faster")
-
-    # (d) a lesson's peak memory
-    lesson = in_fresh_process("--lesson-memory", args=args)
-    verdict = "under" if lesson["peak"] < MEMORY_BUDGET else "OVER"
-    print(f"(d) load + fine-tune (full, 256 snippets, 1 epoch) + evaluate (500): peak RSS "
-          f"{lesson['peak'] / 2**30:.2f} GiB ({verdict} 2 GiB), {lesson['seconds']:.0f} s, "
-          f"accuracy {lesson['accuracy']:.3f}")
 
 
 if __name__ == "__main__":
