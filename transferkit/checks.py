@@ -4,7 +4,7 @@ In a lesson, after your answer, a cell like ::
 
     check("00.digits_per_class", answer)
 
-says ✅ when the answer is right, or ❌ with a hint that points you the right
+says PASS when the answer is right, or NOT YET with a hint that points you the right
 way, never with the answer itself. Numeric answers are compared with a
 tolerance, so rounding noise does not fail you.
 
@@ -50,7 +50,7 @@ class Result:
         return self.passed
 
     def __str__(self) -> str:
-        return f"{'✅' if self.passed else '❌'} {self.name}: {self.message}"
+        return f"{'PASS' if self.passed else 'NOT YET'} {self.name}: {self.message}"
 
     __repr__ = __str__
 
@@ -81,7 +81,7 @@ def names() -> list[str]:
 
 
 def check(name: str, answer: Any) -> Result:
-    """Check ``answer`` for the exercise ``name``; show ✅ or ❌ with a hint."""
+    """Check ``answer`` for the exercise ``name``; show PASS, or NOT YET with a hint."""
     if name not in _REGISTRY:
         raise KeyError(f"no check called {name!r}. The checks are: {', '.join(names())}.")
     if answer is None or answer is Ellipsis:
