@@ -15,9 +15,9 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 MAX_LINES = 520  # "about 500 lines at most": one concept per module
 
 # Everything below the course layer (README, "Architecture").
-CORE = ["autoencoder", "callbacks", "checkpoint", "data", "device", "encoder", "experiments",
-        "finetune", "freezing", "gd", "heads", "layers", "models", "modes", "schedules",
-        "selection", "stats", "train", "transferability"]
+CORE = ["autoencoder", "callbacks", "checkpoint", "data", "device", "efficientnet_lite", "encoder",
+        "experiments", "finetune", "freezing", "gd", "heads", "imagenet", "layers", "models",
+        "modes", "schedules", "selection", "stats", "train", "transferability"]
 
 
 def modules() -> list[Path]:

@@ -29,7 +29,16 @@ from transferkit.finetune import (
     replace_head,
     without_head,
 )
-from transferkit.imagenet import Guess, image_tensor, predict_top, top_label
+from transferkit.imagenet import (
+    Guess,
+    digit_photos,
+    features_vs_pixels,
+    frozen_features,
+    image_tensor,
+    predict_top,
+    thumbnails,
+    top_label,
+)
 from transferkit.models import backbone, cached_weights_path, imagenet_categories, weights_enum
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -85,8 +94,8 @@ def test_predict_top_names_the_classes_from_the_weights_category_list(offline):
     photo = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     path = offline / "photo.png"
     Image.fromarray(photo).save(path)
-    inputs = [str(path), path, Image.fromarray(photo), photo, torch.from_numpy(photo).permute(2, 0, 1),
-              torch.from_numpy(photo).permute(2, 0, 1).float() / 255]
+    chw = torch.from_numpy(photo).permute(2, 0, 1)
+    inputs = [str(path), path, Image.fromarray(photo), photo, chw, chw.float() / 255]
     answers = predict_top(model, inputs, k=3)
     assert len(answers) == len(inputs)
     for guesses in answers:
@@ -156,8 +165,8 @@ def test_every_tensor_of_the_file_maps_onto_timms_network_in_order():
     assert len(source) == 296 and list(mapped) == list(model.state_dict())
     for (src_name, a), (name, b) in zip(source.items(), mapped.items(), strict=True):
         assert a is b and a.shape == model.state_dict()[name].shape, (src_name, name)
-    assert sum(t.numel() for k, t in source.items() if "num_batches" not in k
-               and "running" not in k) == 4_694_024  # the parameters IMAGE_ASSETS counts
+    assert sum(t.numel() for k, t in source.items()  # weights and BatchNorm statistics
+               if "num_batches" not in k) == 4_694_024
     model.load_state_dict(mapped, strict=True)  # no missing, no unexpected keys
     with pytest.raises(ValueError, match="does not fit"):
         map_state_dict(source, efficientnet_lite.build(num_classes=10).state_dict())
@@ -221,3 +230,35 @@ def test_lite0_takes_a_new_head_layer_groups_and_small_images():
         with torch.no_grad():
             assert torch.allclose(features, model.eval()(x), atol=1e-5)
     assert features.shape == (4, 1280)
+
+
+def test_thumbnails_are_the_centre_squares_in_0_1():
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, 20:60] = 255  # the centre square is white
+    thumbs = thumbnails([wide, torch.rand(3, 30, 20)], size=16)
+    assert thumbs.shape == (2, 3, 16, 16) and thumbs.min() >= 0 and thumbs.max() <= 1
+    assert torch.allclose(thumbs[0], torch.ones(3, 16, 16))
+
+
+def test_digit_photos_are_dark_ink_on_light_paper_in_rgb():
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 3:5, :] = 1.0  # a bright stroke on black, as load_digits gives
+    photos = digit_photos(x, size=32)
+    assert photos.shape == (2, 3, 32, 32)
+    assert photos[0, 0, 0, 0] == 1.0 and photos[0, 0, 16, 16] < 0.1  # paper light, ink dark
+    assert torch.equal(photos[:, 0], photos[:, 2])
+    with pytest.raises(ValueError, match="grey images"):
+        digit_photos(torch.rand(2, 8, 8))
+
+
+def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
+    from transferkit.data import load_digits, train_val_test_split
+
+    digits = load_digits(images=True)
+    keep = torch.arange(0, len(digits.y), 12)  # 150 digits: a quick run
+    splits = train_val_test_split(digits.x[keep], digits.y[keep], seed=0)
+    rows = features_vs_pixels(lite0, splits, budgets=(2,), seeds=(0, 1), size=32)
+    assert sorted({r["method"] for r in rows}) == ["ImageNet features, 32 px",
+                                                   "logistic regression (pixels)"]
+    assert len(rows) == 4 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)

@@ -28,8 +28,9 @@ def conda_names(path: Path) -> set[str]:
     env = yaml.safe_load(path.read_text())
     names = set()
     for dep in env["dependencies"]:
-        if isinstance(dep, str):
-            names.add(re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].lower())
+        # conda packages, and packages pip installs (those not on conda-forge)
+        for entry in [dep] if isinstance(dep, str) else dep.get("pip", []):
+            names.add(re.split(r"[<>=!~ ]", entry, maxsplit=1)[0].lower())
     return names
 
 
