@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from transferkit.checks import Result, check, fingerprint, names, register
 
@@ -131,3 +132,10 @@ def test_lesson_05_checks_recompute_the_answers():
     assert check("05.bn_running_mean", float(bn.running_mean))
     assert "remaining" in check("05.bn_running_mean", 1.0).message
     assert not check("05.bn_running_mean", 0.5)
+
+
+def test_lesson_05_astronaut_probabilities_check():
+    assert check("05.astronaut_probabilities", 1.0)
+    assert check("05.astronaut_probabilities", torch.tensor(0.99999))
+    assert "all 1,000" in check("05.astronaut_probabilities", 0.3).message
+    assert not check("05.astronaut_probabilities", 3.0)

@@ -103,6 +103,7 @@ def test_lab_really_serves_jupyterlab_headless(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "cfg")
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's transferkit, even from another worktree
     proc = subprocess.Popen(
         [sys.executable, "-m", "transferkit.cli", "lab", "--lessons", str(ROOT / "lessons"),
          "--workdir", str(tmp_path / "mine")],

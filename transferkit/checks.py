@@ -398,6 +398,19 @@ def _articles_recipe_trainable(answer: Any) -> tuple[bool, str]:
                    "(model.fc.in_features), and how many classes does CIFAR-10 have?")
 
 
+@register("05.astronaut_probabilities")
+def _astronaut_probabilities(answer: Any) -> tuple[bool, str]:
+    if close(answer, 1.0, rel=1e-4):
+        return True, ("right: a softmax hands out all of the probability, whatever the photo. "
+                      "There is no 'astronaut' class, so the astronaut's probability goes to "
+                      "classes the network knows.")
+    if float(answer) < 1.0:
+        return False, ("that looks like a part of the probabilities: add up all 1,000 of them, "
+                       "predict_top(model, photo, k=1000).")
+    return False, ("add up the 1,000 probabilities of the astronaut's guesses "
+                   "(predict_top(model, photo, k=1000)); they are the outputs of a softmax.")
+
+
 @register("05.bn_running_mean")
 def _bn_running_mean(answer: Any) -> tuple[bool, str]:
     momentum, batches = 0.1, 10
