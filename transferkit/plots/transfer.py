@@ -94,22 +94,23 @@ def transferability_figure(
     return fig
 
 
-def _png_uri(image: np.ndarray) -> str:
-    """An (H, W, 3) image in [0, 1] as a PNG data URI (a few kB, where plotly's numbers
-    would be hundreds)."""
+def _jpeg_uri(image: np.ndarray, quality: int = 88) -> str:
+    """An (H, W, 3) image in [0, 1] as a JPEG data URI (a few kB, where plotly's list of
+    numbers would be hundreds)."""
     from PIL import Image  # Pillow comes with torchvision; only photos need it
 
     buffer = io.BytesIO()
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def photo_grid(images: torch.Tensor | np.ndarray, captions: Sequence[str], *, ncols: int = 4,
-               title: str | None = None, cell_px: int = 210, caption_lines: int = 3) -> go.Figure:
+               title: str | None = None, cell_px: int = 180, caption_lines: int = 3) -> go.Figure:
     """Colour photos (N, 3, H, W) in [0, 1] in a grid, each under a caption of up to
     ``caption_lines`` lines (separate lines with ``<br>``), e.g. a network's top guesses.
 
-    The photos travel as PNG images, so a lesson that stores the figure stays small.
+    The photos travel as JPEG images, so a lesson that stores the figure stays small.
     """
     arr = as_image_array(images)
     n = len(arr)
@@ -126,7 +127,7 @@ def photo_grid(images: torch.Tensor | np.ndarray, captions: Sequence[str], *, nc
     fig = go.Figure()
     for i, (image, caption) in enumerate(zip(arr, captions, strict=True)):
         r, c = divmod(i, ncols)
-        fig.add_trace(go.Image(source=_png_uri(image), x0=c * step_x, y0=r * step_y + top,
+        fig.add_trace(go.Image(source=_jpeg_uri(image), x0=c * step_x, y0=r * step_y + top,
                                hoverinfo="skip"))
         fig.add_annotation(x=c * step_x + w / 2, y=r * step_y + top - 2, text=str(caption),
                            showarrow=False, yanchor="bottom", align="center",
