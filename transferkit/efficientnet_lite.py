@@ -133,7 +133,7 @@ class TFLitePreprocess(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if not isinstance(image, torch.Tensor):
-            from torchvision.transforms.functional import pil_to_tensor  # a PIL image
+            from torchvision.transforms.functional import pil_to_tensor  # heavy; PIL input only
 
             image = pil_to_tensor(image.convert("RGB"))
         pixels = image.float() if image.dtype == torch.uint8 else image.float() * 255
