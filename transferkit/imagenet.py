@@ -128,8 +128,11 @@ def predict_top(model: nn.Module, images: Any, k: int = 3) -> list[list[Guess]]:
 
 
 def top_label(guesses: list[Guess], sep: str = ", ") -> str:
-    """The guesses as text, e.g. ``"espresso 0.94, cup 0.01, consomme 0.01"``
-    (``sep="<br>"``: one per line, for a figure's caption)."""
+    """The guesses as text (``sep="<br>"``: one per line, for a figure's caption).
+
+    >>> top_label([Guess("espresso", 0.9412), Guess("cup", 0.0153)])
+    'espresso 0.94, cup 0.02'
+    """
     return sep.join(f"{g.category} {g.probability:.2f}" for g in guesses)
 
 
