@@ -123,8 +123,9 @@ class TFLitePreprocess(nn.Module):
     Takes an image tensor (C, H, W) or a batch (N, C, H, W): uint8 (0–255) or
     float in [0, 1] (torchvision's convention), and returns float values.
 
-    >>> TFLitePreprocess()(torch.full((3, 300, 400), 127, dtype=torch.uint8)).abs().max()
-    tensor(0.)
+    >>> out = TFLitePreprocess()(torch.full((3, 300, 400), 127, dtype=torch.uint8))
+    >>> out.shape, round(out.abs().max().item(), 4)   # grey 127 is the middle: 0
+    (torch.Size([3, 224, 224]), 0.0)
     """
 
     def __init__(self, size: int = IMAGE_SIZE):
