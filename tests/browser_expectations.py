@@ -37,6 +37,8 @@ WIDGET_CHECKBOX = ".widget-checkbox"
 PLOTLY_PLOT = ".js-plotly-plot"
 # The title of a plotly figure is an SVG <text class="gtitle">.
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
+# Photos in a plotly figure (plots.photo_grid) are SVG <image> elements.
+PLOTLY_IMAGE = ".js-plotly-plot image"
 # The one-line summary some widgets show under their controls (transferkit.widgets).
 READOUT = ".transferkit-readout"
 # The tables of what each stage of a fine-tuning strategy trains (widgets.finetune_lab).
@@ -323,8 +325,11 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
+    # First, "use it as is": EfficientNet-Lite0's top 3 for seven photos (plots.photo_grid,
+    # titled "EfficientNet-Lite0's top 3, as it is ..."). Then the transferability lab.
     "05_cnn_transfer.ipynb": LessonExpectation(
-        selectors=(WIDGET_SLIDER, WIDGET_BUTTON, PLOTLY_PLOT, readout_beside("layers copied (n)")),
+        selectors=(PLOTLY_IMAGE, f'{PLOTLY_TITLE}:has-text("top 3, as it is")', WIDGET_SLIDER,
+                   WIDGET_BUTTON, PLOTLY_PLOT, readout_beside("layers copied (n)")),
         interactions=(
             press_slider(
                 "layers copied (n)",

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from transferkit.cli import install_lab_settings
+
 try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from browser_expectations import EXPECTATIONS, Interaction, LessonExpectation
 except ImportError:  # tests/ made a package
@@ -67,12 +69,14 @@ CODE_PROMPT = ".jp-CodeCell .jp-InputArea-prompt"
 MENU = '.lm-MenuBar-item:has(.lm-MenuBar-itemLabel:text-is("{}"))'
 MENU_ITEM = '.lm-Menu-item[data-command="{}"]'
 
-# Settings for the test's own JupyterLab: no news/update toasts (they would also try the
-# network) and no notebook windowing, so every cell is in the DOM.
+# Settings for the test's own JupyterLab: no notebook windowing, so every cell is in the DOM.
+# No news/update toasts comes from the course's own settings, installed in this environment
+# as `transferkit lab` does (transferkit.cli.install_lab_settings); the test checks that it works.
 LAB_USER_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }
+# What JupyterLab's news question and update notice say (apputils-extension's announcements).
+NEWS_OR_UPDATE_TOAST = re.compile(r"Jupyter news|newer version|Ignore all updates", re.I)
 
 
 def _lesson_names() -> list[str]:
@@ -185,6 +189,7 @@ def lab_server(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copytree(
         LESSONS_DIR, root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.updated-*")
     )
+    install_lab_settings()  # the course's JupyterLab settings, as `transferkit lab` writes them
     settings_dir = base / "user-settings"
     for plugin, values in LAB_USER_SETTINGS.items():
         path = settings_dir / f"{plugin}.jupyterlab-settings"
@@ -472,6 +477,15 @@ def _check_selectors(page, lesson: str, expectation: LessonExpectation) -> None:
         )
 
 
+def _check_no_news_or_update_toast(page, lesson: str) -> None:
+    """A first run without distractions: JupyterLab shows no "get notified about official
+    Jupyter news?" question and no update notice (the course's settings turn both off)."""
+    page.wait_for_timeout(1_000)  # the announcements plugin asks once the app is restored
+    toasts = page.locator(".Toastify__toast, .jp-Notification-Toast").all_inner_texts()
+    unwanted = [t for t in toasts if NEWS_OR_UPDATE_TOAST.search(t)]
+    assert not unwanted, f"{lesson}: JupyterLab shows news/update notifications: {unwanted}"
+
+
 def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
     panel = page.locator(NOTEBOOK_PANEL)
     what = f"{lesson}: {interaction.describe()}"
@@ -556,6 +570,7 @@ def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_
             ) from exc
         assert page.locator(NOTEBOOK_PANEL).count() == 1, "expected exactly one open notebook"
         timings["open"] = time.monotonic() - t0
+        _check_no_news_or_update_toast(page, lesson)
 
         timings["run all"] = _run_all_and_wait(page, lesson)
         _wait_widgets_settled(page, lesson)

@@ -1,11 +1,12 @@
 import pytest
+import torch
 
 from transferkit.checks import Result, check, fingerprint, names, register
 
 
 def test_right_and_wrong_answers_with_hints():
     ok = check("00.pixels_per_image", 64)
-    assert ok and isinstance(ok, Result) and str(ok).startswith("✅")
+    assert ok and isinstance(ok, Result) and str(ok).startswith("PASS ")
     wrong = check("00.pixels_per_image", 8)
     assert not wrong and "square" in wrong.message and "64" not in wrong.message
 
@@ -131,3 +132,10 @@ def test_lesson_05_checks_recompute_the_answers():
     assert check("05.bn_running_mean", float(bn.running_mean))
     assert "remaining" in check("05.bn_running_mean", 1.0).message
     assert not check("05.bn_running_mean", 0.5)
+
+
+def test_lesson_05_astronaut_probabilities_check():
+    assert check("05.astronaut_probabilities", 1.0)
+    assert check("05.astronaut_probabilities", torch.tensor(0.99999))
+    assert "all 1,000" in check("05.astronaut_probabilities", 0.3).message
+    assert not check("05.astronaut_probabilities", 3.0)

@@ -1,5 +1,6 @@
 """The command line, the environment report and the IPython magics."""
 
+import json
 import os
 import re
 import subprocess
@@ -59,12 +60,36 @@ def test_lab_command_binds_loopback_with_token(tmp_path):
     assert "--ServerApp.open_browser=False" in command
 
 
-def test_lab_dry_run_syncs_and_prints_the_address(tmp_path, capsys):
+def test_lab_dry_run_syncs_and_prints_the_address(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))  # not this venv's JupyterLab
     assert cli.main(["lab", "--dry-run", "--lessons", str(ROOT / "lessons"),
                      "--workdir", str(tmp_path / "mine")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"http://127\.0\.0\.1:\d+/lab/tree/00_welcome\.ipynb\?token=\w{48}", out)
     assert (tmp_path / "mine" / "00_welcome.ipynb").exists()
+    overrides = json.loads((tmp_path / "lab" / "settings" / "overrides.json").read_text())
+    assert overrides == cli.LAB_SETTINGS
+
+
+def test_lab_settings_go_into_the_environment_and_keep_other_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
+    path = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    assert cli.lab_settings_path(tmp_path) == path
+    path.parent.mkdir(parents=True)
+    theirs = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+              "@jupyterlab/apputils-extension:notification": {"doNotDisturbMode": True}}
+    path.write_text(json.dumps(theirs))
+    assert cli.install_lab_settings(tmp_path) == path
+    merged = json.loads(path.read_text())
+    assert merged["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    assert merged["@jupyterlab/apputils-extension:notification"] == {
+        "doNotDisturbMode": True, "fetchNews": "false", "checkForUpdates": False}
+    before = path.stat().st_mtime_ns
+    cli.install_lab_settings(tmp_path)  # nothing to change: not rewritten
+    assert path.stat().st_mtime_ns == before
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        cli.install_lab_settings(tmp_path)
 
 
 def test_lab_with_missing_lessons_is_a_clear_error(tmp_path, capsys):
@@ -78,6 +103,7 @@ def test_lab_really_serves_jupyterlab_headless(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "cfg")
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's transferkit, even from another worktree
     proc = subprocess.Popen(
         [sys.executable, "-m", "transferkit.cli", "lab", "--lessons", str(ROOT / "lessons"),
          "--workdir", str(tmp_path / "mine")],
@@ -108,6 +134,13 @@ def test_lab_really_serves_jupyterlab_headless(tmp_path):
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?token={token}") as r:
             assert r.status == 200
+        # the course's settings: JupyterLab will neither ask about news nor check for updates
+        plugin = "@jupyterlab/apputils-extension:notification"
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/lab/api/settings/{plugin}?token={token}") as r:
+            schema = json.loads(r.read())["schema"]  # overrides become the schema's defaults
+        defaults = {k: v.get("default") for k, v in schema["properties"].items()}
+        assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)

@@ -33,7 +33,8 @@ from transferkit.models import (
 
 HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v3_small": "classifier.3",
          "mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1",
-         "convnext_tiny": "classifier.2", "vit_b_16": "heads.head"}
+         "convnext_tiny": "classifier.2", "vgg16": "classifier.6", "vgg11_bn": "classifier.6",
+         "densenet121": "classifier", "vit_b_16": "heads.head", "efficientnet_lite0": "classifier"}
 CNNS = [name for name in FAMILIES if name != "vit_b_16"]
 
 
@@ -52,7 +53,7 @@ def _images(name, n=2, size=64, channels=3):
 
 def test_families_cover_the_issue():
     assert {"resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
-            "vit_b_16"} <= set(FAMILIES)
+            "vit_b_16", "vgg16", "vgg11_bn", "densenet121", "efficientnet_lite0"} <= set(FAMILIES)
     assert set(HEADS) == set(FAMILIES)
 
 
@@ -312,3 +313,62 @@ def test_small_cnn_has_four_conv_groups_below_its_head():
     assert find_head(net) == "head.2" and net.head[2].out_features == 5
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 5)
     assert net.conv4[0].out_channels == 4 * 8
+
+
+# --- VGG and DenseNet ----------------------------------------------------------------------
+
+
+def test_vgg_small_images_drops_two_max_pools_and_keeps_its_first_conv():
+    model = backbone("vgg11_bn", num_classes=4, small_images=True).eval()
+    changes = model.backbone_info.changes
+    assert "kept (already 3×3 with stride 1)" in changes[0]
+    assert "features.3, features.7" in changes[1] and "avgpool" in changes[2]
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 3  # five in ImageNet's VGG
+    with torch.no_grad():
+        assert model.features(torch.rand(2, 3, 8, 8)).shape == (2, 512, 1, 1)
+        assert model(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_densenet_small_images_gets_a_stride_1_stem_without_max_pool():
+    model = backbone("densenet121", num_classes=4, small_images=True, in_channels=1).eval()
+    assert model.features.conv0.stride == (1, 1) and model.features.conv0.in_channels == 1
+    assert isinstance(model.features.pool0, nn.Identity)
+    assert "features.pool0" in model.backbone_info.changes[1]
+    with torch.no_grad():  # 8 -> 8 (stem) -> 4 -> 2 -> 1 (three transitions)
+        assert model.features(torch.rand(2, 1, 8, 8)).shape[-2:] == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "vgg11_bn"])
+def test_cached_imagenet_weights_load_offline_for_vgg_and_densenet(offline, name):
+    torch.manual_seed(3)
+    reference = backbone(name)
+    cached = cached_weights_path(weights_enum(name, "DEFAULT"))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() if v.is_floating_point() else v  # half: a smaller file to write
+                for k, v in reference.state_dict().items()}, cached)
+    model = backbone(name, weights="DEFAULT", num_classes=3)
+    last_conv = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)][-1]
+    ref_conv = [m for m in reference.features.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert torch.equal(last_conv.weight, ref_conv.weight.half().float())
+    assert model.get_submodule(HEADS[name]).out_features == 3
+    assert model.backbone_info.categories is None  # a new head has no ImageNet names
+    cached.unlink()
+    with pytest.raises(WeightsUnavailableError, match=cached.name):
+        backbone(name, weights="DEFAULT")
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "densenet121", "efficientnet_lite0"])
+def test_every_strategy_fine_tunes_vgg_densenet_and_lite0_on_tiny_images(name):
+    from transferkit.finetune import STRATEGIES, fine_tune
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 2
+    model = backbone(name, num_classes=2, small_images=True, in_channels=1)
+    for strategy in STRATEGIES:  # plain SGD, no validation: these networks are big for a test
+        result = fine_tune(model, (x, y), strategy=strategy, epochs=1, batch_size=8, k=2,
+                           optimizer="sgd", seed=0, progress=False)
+        assert result.stages and result.strategy == strategy
+        assert all(len(stage.history.rows) == 1 for stage in result.stages), strategy
+    with torch.no_grad():
+        assert model.eval()(x).shape == (8, 2)

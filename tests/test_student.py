@@ -54,7 +54,7 @@ def text(cell: dict) -> str:
 
 
 RESULT = [{"output_type": "execute_result", "execution_count": 7, "metadata": {},
-           "data": {"text/plain": ["✅ 00.x: right"]}}]
+           "data": {"text/plain": ["PASS 00.x: right"]}}]
 EXERCISE = code_cell(
     "# NBVAL_CHECK_OUTPUT\n"
     "for _ in range(1):\n"

@@ -4,7 +4,7 @@ In a lesson, after your answer, a cell like ::
 
     check("00.digits_per_class", answer)
 
-says ✅ when the answer is right, or ❌ with a hint that points you the right
+says PASS when the answer is right, or NOT YET with a hint that points you the right
 way, never with the answer itself. Numeric answers are compared with a
 tolerance, so rounding noise does not fail you.
 
@@ -50,7 +50,7 @@ class Result:
         return self.passed
 
     def __str__(self) -> str:
-        return f"{'✅' if self.passed else '❌'} {self.name}: {self.message}"
+        return f"{'PASS' if self.passed else 'NOT YET'} {self.name}: {self.message}"
 
     __repr__ = __str__
 
@@ -81,7 +81,7 @@ def names() -> list[str]:
 
 
 def check(name: str, answer: Any) -> Result:
-    """Check ``answer`` for the exercise ``name``; show ✅ or ❌ with a hint."""
+    """Check ``answer`` for the exercise ``name``; show PASS, or NOT YET with a hint."""
     if name not in _REGISTRY:
         raise KeyError(f"no check called {name!r}. The checks are: {', '.join(names())}.")
     if answer is None or answer is Ellipsis:
@@ -396,6 +396,19 @@ def _articles_recipe_trainable(answer: Any) -> tuple[bool, str]:
         return False, "that is ImageNet's head (1000 classes); the new fc has one row per class."
     return False, ("everything but the new fc is frozen. How many inputs does model.fc take "
                    "(model.fc.in_features), and how many classes does CIFAR-10 have?")
+
+
+@register("05.astronaut_probabilities")
+def _astronaut_probabilities(answer: Any) -> tuple[bool, str]:
+    if close(answer, 1.0, rel=1e-4):
+        return True, ("right: a softmax hands out all of the probability, whatever the photo. "
+                      "There is no 'astronaut' class, so the astronaut's probability goes to "
+                      "classes the network knows.")
+    if float(answer) < 1.0:
+        return False, ("that looks like a part of the probabilities: add up all 1,000 of them, "
+                       "predict_top(model, photo, k=1000).")
+    return False, ("add up the 1,000 probabilities of the astronaut's guesses "
+                   "(predict_top(model, photo, k=1000)); they are the outputs of a softmax.")
 
 
 @register("05.bn_running_mean")

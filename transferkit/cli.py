@@ -3,7 +3,10 @@
 * ``transferkit doctor`` — the environment report (versions, device, widgets).
 * ``transferkit lab`` — copy the lessons into a working folder (never
   overwriting your edits) and start JupyterLab on it, on 127.0.0.1 with a
-  fresh token, printing the address to open.
+  fresh token, printing the address to open. It first writes the course's
+  JupyterLab settings into the environment it runs in (`install_lab_settings`:
+  no "get notified about news?" question, no update check), never into your
+  own JupyterLab settings.
 * ``transferkit student DEST`` — write the student versions of the lessons
   (answers replaced by ``raise NotImplementedError``, checks kept) into DEST,
   for an instructor to hand out; a student's edits there are never overwritten.
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import socket
@@ -24,6 +28,38 @@ from .student import write_student_versions
 from .workspace import describe, sync_lessons
 
 FIRST_LESSON = "00_welcome.ipynb"
+# The course's JupyterLab defaults: a first run without distractions, and no requests to the
+# internet. JupyterLab otherwise asks "Would you like to get notified about official Jupyter
+# news?" (fetchNews "none") and checks for a newer version of itself.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+}
+
+
+def lab_settings_path(prefix: str | Path | None = None) -> Path:
+    """The ``overrides.json`` of the JupyterLab in the environment at ``prefix`` (default:
+    this Python's): JupyterLab's defaults for everyone using that environment, which a
+    learner can still change in Settings. ``$JUPYTERLAB_DIR`` moves it, as it moves JupyterLab."""
+    app_dir = os.environ.get("JUPYTERLAB_DIR") or Path(prefix or sys.prefix, "share", "jupyter",
+                                                       "lab")
+    return Path(app_dir) / "settings" / "overrides.json"
+
+
+def install_lab_settings(prefix: str | Path | None = None) -> Path:
+    """Merge `LAB_SETTINGS` into the environment's ``overrides.json`` (other entries kept);
+    the file is only written when something changes. Returns its path."""
+    path = lab_settings_path(prefix)
+    try:
+        current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); fix or delete it.") from None
+    merged = {**current, **{plugin: {**current.get(plugin, {}), **values}
+                            for plugin, values in LAB_SETTINGS.items()}}
+    if merged != current:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def default_lessons() -> Path:
@@ -74,6 +110,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
         print(f"transferkit lab: {err}", file=sys.stderr)
         return 2
     print(f"Lessons in {workdir}: {describe(actions)}")
+    try:
+        install_lab_settings()
+    except OSError as err:  # a read-only environment: JupyterLab still works, with its pop-ups
+        print(f"transferkit lab: could not write the course's JupyterLab settings ({err})",
+              file=sys.stderr)
     port = args.port or free_port()
     token = secrets.token_hex(24)
     url = f"http://127.0.0.1:{port}/lab/tree/{FIRST_LESSON}?token={token}"

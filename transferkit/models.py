@@ -34,10 +34,16 @@ position embeddings are made for 14×14 patches of 16×16 pixels): resize small
 images to 224 pixels instead.
 
 Families: ``resnet18``, ``resnet50`` (head ``fc``), ``mobilenet_v3_small``,
-``mobilenet_v3_large``, ``efficientnet_b0``, ``convnext_tiny`` (head
-``classifier[-1]``) and ``vit_b_16`` (head ``heads.head``). The rest of the
-library (`transferkit.finetune`'s ``replace_head``, ``layer_groups``,
-``freeze``, ``extract_features`` …) works on all of them.
+``mobilenet_v3_large``, ``efficientnet_b0``, ``convnext_tiny``, ``vgg16``,
+``vgg11_bn`` (head ``classifier[-1]``), ``densenet121`` (head ``classifier``)
+and ``vit_b_16`` (head ``heads.head``), all from torchvision; and
+``efficientnet_lite0`` (timm's architecture, head ``classifier``), whose ImageNet
+weights come installed with the course (`transferkit.efficientnet_lite`), so
+``backbone("efficientnet_lite0", weights="DEFAULT")`` never needs the network.
+The rest of the library (`transferkit.finetune`'s ``replace_head``,
+``layer_groups``, ``freeze``, ``extract_features`` …) works on all of them.
+ImageNet weights also bring their 1,000 category names
+(``backbone_info.categories``): `transferkit.imagenet.predict_top` uses them.
 """
 
 from __future__ import annotations
@@ -53,11 +59,16 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from . import efficientnet_lite
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .heads import find_head, replace_head
 
+LITE = "efficientnet_lite0"  # timm's architecture, weights from an installed package
 FAMILIES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
-            "efficientnet_b0", "convnext_tiny", "vit_b_16")
+            "efficientnet_b0", "convnext_tiny", "vgg16", "vgg11_bn", "densenet121", "vit_b_16",
+            LITE)
+LITE_WEIGHTS = ("DEFAULT", "IMAGENET1K")
+LITE_SOURCE = f"{efficientnet_lite.PACKAGE} ({efficientnet_lite.FILENAME}, ImageNet-1k)"
 DOWNLOAD_HOST = "download.pytorch.org"
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
@@ -80,6 +91,9 @@ def weights_enum(name: str, weights: Any) -> Any:
     from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
 
     _check_family(name)
+    if name == LITE:
+        raise ValueError(f"{LITE}'s weights are not torchvision's: pass weights='DEFAULT' (the "
+                         "installed ImageNet weights), a file, or None.")
     family = get_model_weights(name)
     if isinstance(weights, WeightsEnum):
         if not isinstance(weights, family):
@@ -169,15 +183,30 @@ def _stem_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 def adapt_to_small_images(model: nn.Module, in_channels: int = 3) -> list[str]:
     """Make an ImageNet network fit small images (8×8 to 32×32); returns what changed.
 
-    ResNet: ``conv1`` (7×7, stride 2) becomes a 3×3 convolution with stride 1 and
-    the max pool is removed, as ResNets for CIFAR do. MobileNetV3, EfficientNet
-    and ConvNeXt: the first convolution (stride 2, or ConvNeXt's 4×4 "patchify"
-    with stride 4) becomes a 3×3 convolution with stride 1. The new first layer
-    takes ``in_channels`` channels and is untrained. ViT is refused (resize the
-    images to 224 instead).
+    * ResNet: ``conv1`` (7×7, stride 2) becomes a 3×3 convolution with stride 1
+      and the max pool is removed, as ResNets for CIFAR do.
+    * DenseNet: the same for its stem, ``features.conv0`` and ``features.pool0``.
+    * MobileNetV3, EfficientNet (torchvision's and timm's Lite0) and ConvNeXt:
+      the first convolution (stride 2, or ConvNeXt's 4×4 "patchify" with
+      stride 4) becomes a 3×3 convolution with stride 1.
+    * VGG: its first convolution is already 3×3 with stride 1 and is kept (for
+      ``in_channels=1`` its RGB filters are summed); of its five 2×2 max pools,
+      the first two are removed, so an 8×8 image ends as 1×1 after the last
+      three (8 → 4 → 2 → 1); its ``avgpool`` repeats that 1×1 map to the 7×7
+      its pre-trained classifier was made for.
+
+    A new first layer takes ``in_channels`` channels and is untrained. ViT is
+    refused (resize the images to 224 instead).
     """
-    # heavy: loaded on first use
-    from torchvision.models import ConvNeXt, EfficientNet, MobileNetV3, ResNet, VisionTransformer
+    from torchvision.models import (  # heavy; only to tell the families apart
+        VGG,
+        ConvNeXt,
+        DenseNet,
+        EfficientNet,
+        MobileNetV3,
+        ResNet,
+        VisionTransformer,
+    )
 
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}.")
@@ -192,12 +221,35 @@ def adapt_to_small_images(model: nn.Module, in_channels: int = 3) -> list[str]:
         model.conv1 = _stem_conv(old, in_channels)
         model.maxpool = nn.Identity()
         return [f"conv1: {old} -> {model.conv1} (untrained)", "maxpool: removed"]
+    if isinstance(model, DenseNet):
+        old = model.features.conv0
+        model.features.conv0 = _stem_conv(old, in_channels)
+        model.features.pool0 = nn.Identity()
+        return [f"features.conv0: {old} -> {model.features.conv0} (untrained)",
+                "features.pool0: MaxPool2d(3, stride 2) removed"]
+    if isinstance(model, VGG):
+        if in_channels == 3:
+            changes = [f"features.0: {model.features[0]} kept (already 3×3 with stride 1)"]
+        else:
+            changes = _set_in_channels(model, in_channels)
+        pools = [i for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
+        for i in pools[:2]:
+            model.features[i] = nn.Identity()
+        return [*changes, f"features.{pools[0]}, features.{pools[1]}: the first two of the "
+                "five 2×2 max pools removed (8×8 -> 1×1 after the other three)",
+                f"avgpool: {model.avgpool} kept: it repeats a 1×1 map 49 times for the "
+                "pre-trained classifier"]
     if isinstance(model, (MobileNetV3, EfficientNet, ConvNeXt)):
         old = model.features[0][0]
         model.features[0][0] = _stem_conv(old, in_channels)
         return [f"features.0.0: {old} -> {model.features[0][0]} (untrained)"]
-    raise TypeError(f"adapt_to_small_images knows ResNet, MobileNetV3, EfficientNet and "
-                    f"ConvNeXt, not {type(model).__name__}; change its first layer by hand.")
+    if type(model).__module__.startswith("timm.") and hasattr(model, "conv_stem"):
+        old = model.conv_stem  # timm's EfficientNet(-Lite): a stride-2 "same"-padded conv
+        model.conv_stem = _stem_conv(old, in_channels)
+        return [f"conv_stem: {old} -> {model.conv_stem} (untrained)"]
+    raise TypeError(f"adapt_to_small_images knows ResNet, DenseNet, VGG, MobileNetV3, "
+                    f"EfficientNet and ConvNeXt, not {type(model).__name__}; change its first "
+                    "layer by hand.")
 
 
 def _set_in_channels(model: nn.Module, in_channels: int) -> list[str]:
@@ -205,8 +257,9 @@ def _set_in_channels(model: nn.Module, in_channels: int) -> list[str]:
     summed over RGB for 1 channel (a grey image is R = G = B), else it is rebuilt."""
     name = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     old = model.get_submodule(name)
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    bias=old.bias is not None).to(old.weight.device)
+    # the same class (timm's "same"-padded Conv2dSame stays one), other input channels
+    new = type(old)(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    old.dilation, old.groups, old.bias is not None).to(old.weight.device)
     with torch.no_grad():
         if in_channels == 1:
             new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
@@ -225,21 +278,41 @@ def preprocess(name: str, weights: Any = None, *, small_images: bool = False) ->
     """The transform a model's inputs need (a module: call it on an image batch).
 
     With torchvision weights: those weights' transform. Otherwise the family's
-    ImageNet transform (what its pre-trained weights expect), except for a
-    small-image network, whose inputs are used as they are (``nn.Identity``;
-    normalise them the way its source task was trained).
+    ImageNet transform (what its pre-trained weights expect; for
+    ``efficientnet_lite0`` TF-Lite's, `efficientnet_lite.TFLitePreprocess`),
+    except for a small-image network, whose inputs are used as they are
+    (``nn.Identity``; normalise them the way its source task was trained).
     """
     from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
 
     _check_family(name)
     if small_images:
         return nn.Identity()
+    if name == LITE:
+        return efficientnet_lite.TFLitePreprocess()
     if not isinstance(weights, WeightsEnum):
         weights = get_model_weights(name).DEFAULT
     return weights.transforms()
 
 
 # --- 4. the backbone --------------------------------------------------------------------
+
+
+def _build(name: str, num_classes: int = 1000) -> nn.Module:
+    """The family's network with random weights (nothing is downloaded)."""
+    if name == LITE:
+        return efficientnet_lite.build(num_classes)
+    from torchvision.models import get_model  # heavy; only when a network is built
+
+    return get_model(name, weights=None, num_classes=num_classes)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet-1k category names, in the order of the classifiers' outputs
+    (the list torchvision ships with its ImageNet weights)."""
+    from torchvision.models import ResNet50_Weights  # heavy; the list lives in its meta
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
 def _adapt(model: nn.Module, small_images: bool, in_channels: int) -> list[str]:
@@ -261,11 +334,10 @@ def _saved_options(name: str, ckpt: dict) -> dict[str, Any] | None:
 
 def _load_file(name: str, path: Path, small_images: bool, in_channels: int
                ) -> tuple[nn.Module, list[str], bool, int]:
-    from torchvision.models import get_model  # heavy: loaded on first use
 
     ckpt = read_checkpoint(path)  # safe loading; a clear error for a missing or bad file
     saved = _saved_options(name, ckpt)
-    model = get_model(name, weights=None)
+    model = _build(name)
     changes: list[str] = []
     if saved:  # rebuild the network exactly as it was saved, then load
         small_images, in_channels = bool(saved["small_images"]), int(saved["in_channels"])
@@ -289,6 +361,7 @@ class BackboneInfo:
     in_channels: int
     changes: list[str]  # what `adapt_to_small_images` changed
     preprocess: Any  # call it on a batch of images before the model (see `preprocess`)
+    categories: list[str] | None = None  # the head's class names (ImageNet weights)
 
     def options(self) -> dict[str, Any]:
         """What `save_backbone` stores to rebuild the network."""
@@ -305,14 +378,16 @@ def backbone(
     in_channels: int = 3,
     progress: bool = True,
 ) -> nn.Module:
-    """A torchvision network, with random, downloaded or local-file weights.
+    """A pre-trainable network, with random, downloaded, installed or local-file weights.
 
     Args:
         name: one of `FAMILIES`, e.g. ``"resnet18"``.
         weights: None (random), a torchvision weights name or object (``"DEFAULT"``,
             ``"IMAGENET1K_V1"``, ``ResNet18_Weights.DEFAULT``), or the path of a
             file: a `save_backbone` / `transferkit.checkpoint.save_checkpoint`
-            file, or a plain state dict such as torchvision's own download.
+            file, or a plain state dict such as torchvision's own download. For
+            ``efficientnet_lite0``, ``"DEFAULT"`` (or ``"IMAGENET1K"``) is the
+            installed, hash-checked ImageNet file (`transferkit.efficientnet_lite`).
         num_classes: the size of the head. Default: the weights' (1000 for
             ImageNet, the file's own for a file); another number gives a new,
             untrained head (`transferkit.finetune.replace_head`).
@@ -337,9 +412,17 @@ def backbone(
     _check_family(name)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    categories = None
     if weights is None:
-        model = get_model(name, weights=None, num_classes=num_classes or 1000)
+        model = _build(name, num_classes or 1000)
         changes, source = _adapt(model, small_images, in_channels), None
+    elif name == LITE and not _is_file(weights):
+        if str(weights).upper() not in LITE_WEIGHTS:
+            raise ValueError(f"{LITE} takes weights={' or '.join(map(repr, LITE_WEIGHTS))} "
+                             "(the installed ImageNet weights), a file, or None.")
+        model = efficientnet_lite.pretrained()  # installed file, hash-checked; no network
+        changes = _adapt(model, small_images, in_channels)
+        source, categories = LITE_SOURCE, imagenet_categories()
     elif _is_file(weights):
         source = str(Path(weights).expanduser())
         model, changes, small_images, in_channels = _load_file(
@@ -356,11 +439,14 @@ def backbone(
                 "or copy a good copy of the file there."
             ) from None
         changes, source = _adapt(model, small_images, in_channels), str(weights)
+        categories = list(weights.meta.get("categories") or []) or None
     head = model.get_submodule(find_head(model))
     if num_classes is not None and num_classes != head.out_features:
         replace_head(model, num_classes)
+        categories = None  # a new head: the weights' class names no longer apply
     model.backbone_info = BackboneInfo(name, source, small_images, in_channels, changes,
-                                       preprocess(name, weights, small_images=small_images))
+                                       preprocess(name, weights, small_images=small_images),
+                                       categories)
     return model
 
 

