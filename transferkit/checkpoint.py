@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import current
 from .freezing import bn_stats_frozen, freeze_bn_stats, unfreeze_bn_stats
 from .layers import BATCHNORMS
 
@@ -67,11 +68,18 @@ def save_checkpoint(
 
     ``meta`` holds plain values (numbers, strings, lists, dicts) such as the
     epoch or the settings of the run. Returns the path written.
+
+    Under ``torchrun`` only process 0 writes (every process holds the same
+    weights); the others wait until the file is complete.
     """
     if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
         raise TypeError("save_checkpoint(path, model): give the file's path first, then the "
                         f"model; got {type(path).__name__} and {type(model).__name__}.")
     path = Path(path).expanduser()
+    ranks = current()
+    if not ranks.main:  # one file, written by process 0
+        ranks.barrier()
+        return path
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; save_checkpoint will not replace it. Choose another "
@@ -101,6 +109,7 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    ranks.barrier()
     return path
 
 

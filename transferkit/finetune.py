@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .device import model_device, pick_device, seeded
+from .distributed import join
 from .freezing import (
     BN_POLICIES,
     ULMFIT_DECAY,
@@ -310,6 +311,11 @@ def fine_tune(
         fit_options: passed to `transferkit.train.fit` (``early_stopping``,
             ``callbacks``, ``device`` …).
 
+    Under ``torchrun`` every stage trains with `DistributedDataParallel`
+    (`transferkit.distributed`), wrapped afresh with the parameters that stage
+    trains; frozen ones are never synchronised, frozen BatchNorm statistics stay
+    frozen on every process.
+
     Returns a `FineTuneResult`; with ``val``, its ``feature_drift`` says how far
     the backbone's features of the validation inputs moved (`feature_drift`).
     """
@@ -330,7 +336,11 @@ def fine_tune(
     # Every stage trains on this device (fit's choice); a probe trains the head alone, so
     # the whole model moves first, or the head and the backbone could end up apart.
     device = fit_options.get("device")
-    model.to(pick_device(None if device is None else str(device)))
+    # Under torchrun every process starts from process 0's weights.
+    device = pick_device(None if device is None else str(device))
+    ranks = join(device)
+    model.to(ranks.device(device))
+    ranks.broadcast(model.state_dict().values())
     x_val = as_xy(val, "val")[0] if val is not None else None
     before = features(x_val) if x_val is not None and strategy != "scratch" else None
     if strategy == "scratch":

@@ -18,6 +18,12 @@ history so far with the best weights restored.
 The data are in-memory tensors ``(x, y)``: for the course's datasets, slicing
 one big tensor is much faster than a `DataLoader` with worker processes.
 
+Started by ``torchrun`` on several processes (CPUs or GPUs, one machine or many),
+`fit` trains with PyTorch's `DistributedDataParallel`, and nothing in your code
+changes: each process trains on its shard of every mini-batch, and the run
+makes the same steps on the same global batches as one process would
+(`transferkit.distributed` says how).
+
 Progress bars are built in; anything else that should happen during training
 (early stopping, a live plot of the curves in a notebook) is a `Callback`:
 ``fit(model, train, val, callbacks=[LivePlot()])`` with
@@ -42,6 +48,7 @@ from tqdm.auto import tqdm
 from .callbacks import Callback, EarlyStopping, FitState, History
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
 from .device import model_device, pick_device
+from .distributed import SINGLE, Ranks, join
 from .modes import eval_mode, module_modes, restore_modes
 from .schedules import Schedule, get_schedule
 
@@ -215,16 +222,22 @@ def _autocast(device: torch.device, amp: bool):
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
-def _measure(model, x, y, loss_fn, batch_size, classify, autocast) -> dict[str, float]:
+def _measure(model, x, y, loss_fn, batch_size, classify, autocast,
+             ranks: Ranks = SINGLE) -> dict[str, float]:
+    """Loss and accuracy on ``(x, y)``; with several processes each measures its
+    part and the sums are added up (`Ranks.sum`), so all get the same numbers."""
     total, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    part = ranks.split(len(x))
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        for start in range(part.start, part.stop, batch_size):
+            end = min(start + batch_size, part.stop)
+            xb, yb = x[start:end], y[start:end]
             with autocast():
                 out = model(xb)
                 total += loss_fn(out.float(), yb) * len(xb)
             if classify:
                 correct += (out.argmax(dim=1) == yb).sum()
+    total, correct = ranks.sum(total, correct)
     result = {"loss": total.item() / len(x)}
     if classify:
         result["accuracy"] = correct.item() / len(x)
@@ -315,6 +328,10 @@ def fit(
 
     Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
     returned, with the best weights restored.
+
+    Under ``torchrun`` (`transferkit.distributed`) every process returns the same
+    history and the same weights; only process 0 shows progress and runs the
+    callbacks. The loss must be a mean over the batch (as the built-in ones are).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
@@ -326,6 +343,8 @@ def fit(
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
     device = pick_device(None if device is None else str(device))
+    ranks = join(device)  # SINGLE unless torchrun started several processes
+    device = ranks.device(device)
     amp = (device.type == "cuda") if amp is None else bool(amp)
     if amp and device.type != "cuda":
         raise ValueError(f"amp=True needs a CUDA device; training runs on {device}.")
@@ -340,44 +359,47 @@ def fit(
     classify, initial_loss = _preflight(model, x, y, loss_fn)
     opt = _make_optimizer(optimizer, model, lr, weight_decay)
     schedule = get_schedule(schedule)
+    ranks.check_batches(epoch_batches(len(x), batch_size))
     scheduler = schedule and schedule.attach(opt, epochs * len(epoch_batches(len(x), batch_size)))
     autocast, scaler = _autocast(device, amp)
-    generator = torch.Generator().manual_seed(
-        seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
-    )
-
-    callbacks = list(callbacks)
-    if early_stopping is not None:
+    # every process must shuffle alike: process 0's seed for all
+    seed = ranks.agree(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    generator = torch.Generator().manual_seed(seed)
+    trained = ranks.wrap(model, device)  # DDP over the trainable parameters, or the model
+    callbacks = list(callbacks) if ranks.main else []  # process 0 draws and decides
+    if early_stopping is not None and ranks.main:
         callbacks.append(EarlyStopping(patience=early_stopping))
     history = History()
     state = FitState(model, opt, history, epochs=epochs)
     best_loss, best_state = math.inf, None
 
-    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not progress, leave=True)
+    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not (progress and ranks.main),
+               leave=True)
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
-            model.train()
+            trained.train()  # the model, or its DDP wrapper: same modes
             order = torch.randperm(len(x), generator=generator).to(device)
             total = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             for batch in epoch_batches(len(x), batch_size):
-                idx = order[batch]
+                idx = order[ranks.shard(batch)]  # one process: the whole batch
                 xb, yb = x[idx], y[idx]
                 if transform_inputs is not None:
                     xb = transform_inputs(xb)
                 with autocast():
-                    out = model(xb)
+                    out = trained(xb)
                     batch_loss = loss_fn(out.float(), yb)
                 opt.zero_grad(set_to_none=True)
+                scaled = batch_loss * ranks.weight(batch)  # 1.0 for one process
                 if scaler is not None:
-                    scaler.scale(batch_loss).backward()
+                    scaler.scale(scaled).backward()
                     scaler.step(opt)
                     scaler.update()
                 else:
-                    batch_loss.backward()
+                    scaled.backward()
                     opt.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -385,12 +407,14 @@ def fit(
                 if classify:
                     correct += (out.detach().argmax(dim=1) == yb).sum()
 
+            total, correct = ranks.sum(total, correct)
+            ranks.broadcast(model.buffers())  # BatchNorm statistics: process 0's for all
             row = {"epoch": epoch, "loss": total.item() / len(x)}
             if classify:
                 row["accuracy"] = correct.item() / len(x)
             if has_val:
                 model.eval()
-                measured = _measure(model, x_val, y_val, loss_fn, 512, classify, autocast)
+                measured = _measure(model, x_val, y_val, loss_fn, 512, classify, autocast, ranks)
                 row.update({f"val_{k}": v for k, v in measured.items()})
             row["lr"] = opt.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - start_time
@@ -417,6 +441,7 @@ def fit(
             state.epoch = epoch
             for cb in callbacks:
                 cb.on_epoch_end(state)
+            state.stop, history.stopped_early = ranks.agree((state.stop, history.stopped_early))
             if state.stop:
                 break
     except KeyboardInterrupt:
