@@ -10,11 +10,16 @@
 * ``transferkit student DEST`` — write the student versions of the lessons
   (answers replaced by ``raise NotImplementedError``, checks kept) into DEST,
   for an instructor to hand out; a student's edits there are never overwritten.
+* ``transferkit finetune --model M --data D --strategy S --out model.pt`` —
+  fine-tune a network on your data from the shell and write a checkpoint and a
+  metrics file; the same command runs on several processes under ``torchrun``
+  (``torchrun --nproc-per-node 2 -m transferkit.cli finetune …``).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import secrets
@@ -22,9 +27,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, save_checkpoint
+from .data import load_digits, train_val_test_split
+from .distributed import current
 from .doctor import format_report, report
+from .finetune import STRATEGIES, Classifier, fine_tune
+from .models import FAMILIES, WeightsUnavailableError, backbone, small_cnn
 from .student import write_student_versions
+from .train import evaluate
 from .workspace import describe, sync_lessons
 
 FIRST_LESSON = "00_welcome.ipynb"
@@ -145,6 +160,149 @@ def cmd_student(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- transferkit finetune ---------------------------------------------------------------
+
+MODELS = ("small_cnn", "mlp", *FAMILIES)
+DATASETS = ("digits",)  # or a .pt file
+
+
+def load_data(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``digits`` (images), or a ``.pt`` file holding ``(x, y)`` or ``{"x": …, "y": …}``,
+    read with ``weights_only=True`` (tensors only: a data file cannot run code)."""
+    if spec == "digits":
+        digits = load_digits(images=True)
+        return digits.x, digits.y
+    path = Path(spec).expanduser()
+    if path.suffix not in (".pt", ".pth"):
+        raise ValueError(f"--data must be one of {', '.join(DATASETS)} or a .pt file holding "
+                         f"(x, y) tensors; got {spec!r}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file at {path}.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise ValueError(f"{path} is not a readable tensor file: {str(err).splitlines()[0]}"
+                         ) from None
+    pair = (obj.get("x"), obj.get("y")) if isinstance(obj, dict) else obj
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+            and all(isinstance(t, torch.Tensor) for t in pair)):
+        raise ValueError(f"{path} must hold (x, y) tensors or {{'x': x, 'y': y}}.")
+    x, y = pair
+    if len(x) != len(y) or y.ndim != 1 or y.dtype.is_floating_point:
+        raise ValueError(f"{path}: y must be integer class labels, one per row of x "
+                         f"(x has {len(x)} rows, y has shape {tuple(y.shape)}, {y.dtype}).")
+    return x.float(), y.long()
+
+
+def build_model(name: str, x: torch.Tensor, num_classes: int, weights: str | None) -> nn.Module:
+    """A network for inputs like ``x`` with ``num_classes`` outputs."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+    if name == "mlp":
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 256), nn.ReLU(),
+                                nn.Linear(256, 128), nn.ReLU())
+        return Classifier(encoder, num_classes)
+    if x.ndim != 4:
+        raise ValueError(f"{name} needs images (N, C, H, W), but x has shape "
+                         f"{tuple(x.shape)}; use --model mlp for flat inputs.")
+    if name == "small_cnn":
+        return small_cnn(num_classes, in_channels=x.shape[1])
+    return backbone(name, weights, num_classes=num_classes, small_images=x.shape[-1] <= 32,
+                    in_channels=x.shape[1], progress=False)
+
+
+def write_metrics(path: Path, rows: list[dict], summary: dict) -> None:
+    """The epochs' rows as CSV, or everything as JSON (by the file's suffix)."""
+    if path.suffix == ".csv":
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with path.open("x", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with path.open("x") as f:
+            json.dump({**summary, "epochs": rows}, f, indent=1)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser()
+    metrics = Path(args.metrics).expanduser() if args.metrics else out.with_suffix(
+        ".metrics.json")
+    try:
+        for path in (out, metrics):
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; it is never overwritten. "
+                                      "Choose another name.")
+        if metrics.suffix not in (".json", ".csv"):
+            raise ValueError(f"--metrics must end in .json or .csv, got {metrics.name}.")
+        if args.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {args.strategy!r}; choose one of "
+                             f"{', '.join(STRATEGIES)}.")
+        if args.model not in MODELS:
+            raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}.")
+        x, y = load_data(args.data)
+        splits = train_val_test_split(x, y, val=args.val, test=args.test, seed=args.seed)
+        num_classes = int(y.max()) + 1
+        torch.manual_seed(args.seed)  # the new head: the same on every process
+        weights = None if (args.weights or "none").lower() == "none" else args.weights
+        model = build_model(args.model, x, num_classes, weights)
+        result = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
+                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           seed=args.seed, device=args.device, progress=current().main)
+        test = evaluate(model, splits.test)
+        summary = {"model": args.model, "data": args.data, "strategy": args.strategy,
+                   "processes": current().world, "classes": num_classes,
+                   "examples": {"train": len(splits.train), "val": len(splits.val),
+                                "test": len(splits.test)}, "test": test}
+        save_checkpoint(out, model, meta={k: v for k, v in summary.items() if k != "test"})
+        if current().main:
+            write_metrics(metrics, result.to_rows(), summary)
+            print(f"test accuracy {test.get('accuracy', float('nan')):.4f}; wrote {out} and "
+                  f"{metrics}")
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError,
+            WeightsUnavailableError) as err:
+        print(f"transferkit finetune: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_finetune_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a network on your data; writes a checkpoint and metrics",
+        description="Fine-tune a network and write a checkpoint (transferkit.checkpoint) and "
+        "a metrics file. Runs in one process, or on several under torchrun: "
+        "torchrun --nproc-per-node 2 -m transferkit.cli finetune ...")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"the network: {', '.join(MODELS)} (torchvision backbones get a "
+                   "new head; 'mlp' for flat inputs)")
+    p.add_argument("--weights", default=None, metavar="W",
+                   help="a backbone's starting weights: none (random, the default), DEFAULT "
+                   "(torchvision's pre-trained, cached or downloaded), or a file")
+    p.add_argument("--data", required=True, metavar="DATA",
+                   help="'digits' (scikit-learn's 8x8 digits, offline) or a .pt file holding "
+                   "(x, y) tensors or {'x': x, 'y': y}: x images (N, C, H, W) or rows (N, D), "
+                   "y integer labels 0..K-1; read with weights_only=True")
+    p.add_argument("--strategy", default="lp_ft", metavar="S",
+                   help=f"one of {', '.join(STRATEGIES)} (default lp_ft)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per stage (default 5)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="the global mini-batch, split across processes (default 64)")
+    p.add_argument("--val", type=float, default=0.2,
+                   help="fraction of the data held out for validation (default 0.2)")
+    p.add_argument("--test", type=float, default=0.2,
+                   help="fraction held out for the final test (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, head and shuffling")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="the checkpoint to write (never overwritten)")
+    p.add_argument("--metrics", default=None, metavar="PATH",
+                   help="per-epoch metrics, .json (with the test score) or .csv "
+                   "(default: OUT with the suffix .metrics.json; never overwritten)")
+    p.set_defaults(run=cmd_finetune)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transferkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", help="the folder to write them to (outside the lessons folder)")
     p.add_argument("--lessons", help="the course's lessons folder (default: ./lessons)")
     p.set_defaults(run=cmd_student)
+    add_finetune_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 
