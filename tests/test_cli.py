@@ -144,3 +144,85 @@ def test_lab_really_serves_jupyterlab_headless(tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+# --- transferkit finetune ------------------------------------------------------------------
+
+
+@pytest.fixture
+def digits_file(tmp_path):
+    """A practitioner's data file: 120 digit images and their labels, as (x, y) tensors."""
+    import torch
+
+    from transferkit.data import load_digits
+
+    digits = load_digits(images=True)
+    path = tmp_path / "digits.pt"
+    torch.save((digits.x[:120], digits.y[:120]), path)
+    return path
+
+
+def test_finetune_writes_a_checkpoint_and_metrics(tmp_path, digits_file, capsys):
+    from transferkit.checkpoint import load_checkpoint
+    from transferkit.models import small_cnn
+
+    out, metrics = tmp_path / "model.pt", tmp_path / "metrics.csv"
+    status = cli.main(["finetune", "--model", "small_cnn", "--data", str(digits_file),
+                       "--strategy", "linear_probe", "--epochs", "2", "--batch-size", "32",
+                       "--out", str(out), "--metrics", str(metrics)])
+    assert status == 0, capsys.readouterr().err
+    assert f"wrote {out}" in capsys.readouterr().out
+    ckpt = load_checkpoint(out, small_cnn(10))
+    assert ckpt["meta"]["strategy"] == "linear_probe" and ckpt["meta"]["processes"] == 1
+    assert "head.1.weight" not in ckpt["frozen"] and "conv1.0.weight" in ckpt["frozen"]
+    lines = metrics.read_text().splitlines()
+    assert lines[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy") and len(lines) == 3
+
+
+def test_finetune_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--weights", "--data", "--strategy", "--epochs", "--lr",
+                   "--batch-size", "--val", "--test", "--seed", "--device", "--out",
+                   "--metrics", "torchrun", "lp_ft", "resnet18", "weights_only"):
+        assert option in text
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--strategy": "lora2"}, "unknown strategy 'lora2'; choose one of scratch"),
+    ({"--model": "resnet1"}, "unknown model 'resnet1'; choose one of small_cnn"),
+    ({"--data": "nowhere/x.pt"}, "no data file at nowhere/x.pt"),
+    ({"--data": "mnist"}, "--data must be one of digits or a .pt file"),
+    ({"--metrics": "m.txt"}, "--metrics must end in .json or .csv"),
+])
+def test_finetune_errors_are_one_line(tmp_path, digits_file, capsys, change, message):
+    args = {"--model": "small_cnn", "--data": str(digits_file), "--out": str(tmp_path / "m.pt"),
+            "--epochs": "1", **change}
+    assert cli.main(["finetune", *[a for pair in args.items() for a in pair]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"transferkit finetune: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_finetune_never_overwrites_and_refuses_bad_files(tmp_path, digits_file, capsys):
+    import torch
+
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"precious")
+    args = ["finetune", "--model", "mlp", "--data", str(digits_file), "--out", str(out)]
+    assert cli.main(args) == 2
+    assert "already exists; it is never overwritten" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(3, 4), "y": torch.zeros(3)}, bad)  # float labels
+    assert cli.main(["finetune", "--model", "mlp", "--data", str(bad),
+                     "--out", str(tmp_path / "new.pt")]) == 2
+    assert "y must be integer class labels" in capsys.readouterr().err
+    assert cli.main(["finetune", "--model", "small_cnn", "--data", str(bad.with_name("f.pt")),
+                     "--out", str(tmp_path / "new.pt")]) == 2
+    assert "no data file at" in capsys.readouterr().err
+    torch.save((torch.zeros(30, 4), torch.arange(30) % 3), bad.with_name("flat.pt"))
+    assert cli.main(["finetune", "--model", "small_cnn", "--data",
+                     str(bad.with_name("flat.pt")), "--out", str(tmp_path / "new.pt")]) == 2
+    assert "use --model mlp for flat inputs" in capsys.readouterr().err
