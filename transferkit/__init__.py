@@ -16,9 +16,10 @@ training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks
 model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
                    (``layer_groups``), ``freezing`` (``freeze``, BatchNorm policy,
                    ``param_groups``, ``trainable_report``), ``lora`` (low-rank updates)
-foundations        ``device``, ``modes``, ``data``, ``gd``, ``schedules``, ``stats``
-                   (paired comparisons), ``text_data`` (the review snippets), ``metrics``
-                   (accuracy, per-class recall, macro-F1)
+foundations        ``device``, ``distributed`` (what ``fit`` does under ``torchrun``),
+                   ``modes``, ``data``, ``gd``, ``schedules``, ``stats`` (paired comparisons),
+                   ``text_data`` (the review snippets), ``metrics`` (accuracy, per-class
+                   recall, macro-F1)
 =================  ==========================================================================
 
 The core (everything below the course) never imports plotly or ipywidgets.
@@ -34,10 +35,10 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "autoencoder", "callbacks", "checkpoint", "checks", "cli", "data", "device", "doctor",
-    "encoder", "experiments", "finetune", "freezing", "gd", "heads", "layers", "lora", "magics",
-    "metrics", "models", "modes", "plots", "schedules", "selection", "stats", "student", "text",
-    "text_data", "train", "transferability", "widgets", "workspace",
+    "autoencoder", "callbacks", "checkpoint", "checks", "cli", "data", "device", "distributed",
+    "doctor", "encoder", "experiments", "finetune", "freezing", "gd", "heads", "layers", "lora",
+    "magics", "metrics", "models", "modes", "plots", "schedules", "selection", "stats", "student",
+    "text", "text_data", "train", "transferability", "widgets", "workspace",
 }
 
 

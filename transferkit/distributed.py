@@ -69,7 +69,12 @@ class Ranks:
     """Which process this is (``rank``) out of how many (``world``).
 
     With ``world == 1`` every method gives back what it was given, so the
-    training loop reads the same for one process and for many.
+    training loop reads the same for one process and for many. A batch of 25
+    on 2 processes: process 1 takes the last 12 examples, and scales its mean
+    loss by 2 · 12/25 (process 0: 2 · 13/25):
+
+    >>> Ranks(1, 2).shard(slice(0, 25)), Ranks(1, 2).weight(slice(0, 25))
+    (slice(13, 25, None), 0.96)
     """
 
     rank: int = 0
