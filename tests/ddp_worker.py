@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel
 
-from transferkit import cli
+from transferkit import cli, distributed
 from transferkit.checkpoint import save_checkpoint
 from transferkit.data import load_digits
 from transferkit.device import seed_everything
@@ -85,6 +87,49 @@ def fail(out: Path) -> dict:
     return {}
 
 
+class Adapted(nn.Module):
+    """A LoRA-shaped layer: a frozen base ``W`` and a trainable low-rank ``B A``."""
+
+    def __init__(self, n_in: int, n_out: int, rank: int = 4):
+        super().__init__()
+        self.base = nn.Linear(n_in, n_out).requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(rank, n_in) * 0.1)
+        self.B = nn.Parameter(torch.zeros(n_out, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + x @ self.A.T @ self.B.T
+
+
+class Recording(DistributedDataParallel):
+    """DDP that writes down the name of every parameter whose gradient it all-reduces."""
+
+    synchronised: set[str] = set()
+
+    def __init__(self, module: nn.Module, **options):
+        super().__init__(module, **options)
+        names = {id(p): name for name, p in module.named_parameters()}
+
+        def hook(state, bucket):
+            Recording.synchronised.update(names[id(p)] for p in bucket.parameters())
+            return allreduce_hook(state, bucket)
+
+        self.register_comm_hook(None, hook)
+
+
+def adapters(out: Path) -> dict:
+    """Frozen bases, trainable adapters and head: only those are all-reduced."""
+    train, val = digits()
+    seed_everything(0)
+    model = nn.Sequential(Adapted(64, 32), nn.ReLU(), Adapted(32, 32), nn.ReLU(),
+                          nn.Linear(32, 10))
+    distributed.DistributedDataParallel = Recording  # Ranks.wrap builds this one now
+    try:
+        fit(model, train, val, epochs=1, batch_size=25, seed=4, progress=False)
+    finally:
+        distributed.DistributedDataParallel = DistributedDataParallel
+    return {"synchronised": sorted(Recording.synchronised), "state": model.state_dict()}
+
+
 def command_line(out: Path) -> dict:
     """The command-line fine-tuner, on every process."""
     status = cli.main(["finetune", "--model", "mlp", "--data", "digits", "--strategy", "full",
@@ -92,7 +137,8 @@ def command_line(out: Path) -> dict:
     return {"status": status}
 
 
-SCENARIOS = {"equal": equal, "frozen_bn": frozen_bn, "fail": fail, "cli": command_line}
+SCENARIOS = {"equal": equal, "frozen_bn": frozen_bn, "adapters": adapters, "cli": command_line,
+             "fail": fail}
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])

@@ -47,7 +47,7 @@ def worker_module():
     return module
 
 
-SUCCEED = ("equal", "frozen_bn", "cli")
+SUCCEED = ("equal", "frozen_bn", "adapters", "cli")
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,16 @@ def test_frozen_batchnorm_statistics_stay_frozen_on_every_process(launched):
     assert not torch.equal(first["after"]["4.running_mean"], start["4.running_mean"])
     for name, value in first["after"].items():
         assert torch.equal(second["after"][name], value), name
+
+
+def test_only_the_adapters_are_synchronised(launched):
+    """A LoRA-shaped model (frozen base weights, trainable low-rank adapters and head):
+    DDP all-reduces the gradients of the trainable parameters, and of nothing else."""
+    first, second = launched["ranks"]["adapters"]
+    trainable = ["0.A", "0.B", "2.A", "2.B", "4.bias", "4.weight"]
+    assert first["synchronised"] == second["synchronised"] == trainable
+    for name, value in first["state"].items():
+        assert torch.equal(second["state"][name], value), name
 
 
 def test_exactly_one_checkpoint_and_one_metrics_file(launched):
