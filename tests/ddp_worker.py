@@ -14,6 +14,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.nn.parallel import DistributedDataParallel
 
 from transferkit import cli, distributed
+from transferkit.callbacks import Callback
 from transferkit.checkpoint import save_checkpoint
 from transferkit.data import load_digits
 from transferkit.device import seed_everything
@@ -39,6 +40,17 @@ def digits(images: bool = False):
     return (d.x[:203], d.y[:203]), (d.x[203:304], d.y[203:304])
 
 
+class StopAfter(Callback):
+    """Counts the epochs it sees, and asks to stop after ``epochs``."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.seen = epochs, 0
+
+    def on_epoch_end(self, state) -> None:
+        self.seen += 1
+        state.stop = self.seen >= self.epochs
+
+
 def equal(out: Path) -> dict:
     """fit with a frozen first layer, then fine_tune's gradual unfreezing and lp_ft."""
     train, val = digits()
@@ -56,7 +68,10 @@ def equal(out: Path) -> dict:
     lp_result = fine_tune(lp_ft, train, val, strategy="lp_ft", epochs=1, lr=1e-3,
                           batch_size=25, seed=3, progress=False)
     save_checkpoint(out / "model.pt", model)
+    stop = StopAfter(2)  # runs on process 0 only; its decision reaches every process
+    stopped = fit(mlp(), train, epochs=5, batch_size=50, callbacks=[stop], progress=False)
     return {"fit": model.state_dict(), "rows": history.rows,
+            "stopped": (len(stopped), stop.seen),
             "gradual": gradual.state_dict(), "gradual_rows": result.to_rows(),
             "lp_ft": lp_ft.state_dict(), "lp_ft_rows": lp_result.to_rows()}
 

@@ -147,6 +147,12 @@ def test_two_processes_end_with_the_weights_of_one(launched):
                 assert ours[column] == pytest.approx(theirs[column], rel=1e-5)
 
 
+def test_callbacks_run_on_process_0_and_its_stop_reaches_every_process(launched):
+    """A callback that stops after 2 epochs ran on process 0 only; both stopped."""
+    first, second = launched["ranks"]["equal"]
+    assert first["stopped"] == (2, 2) and second["stopped"] == (2, 0)
+
+
 def test_frozen_parameters_are_bit_identical_on_every_process(launched):
     first, second = launched["ranks"]["equal"]
     single = launched["single"]
