@@ -70,15 +70,15 @@ def save_checkpoint(
     epoch or the settings of the run. Returns the path written.
 
     Under ``torchrun`` only process 0 writes (every process holds the same
-    weights); the others wait until the file is complete.
+    weights) and the others return at once, so ``if rank == 0: save_checkpoint(…)``
+    works too. A process that must read the file should wait for it first
+    (``transferkit.distributed.current().barrier()`` on every process).
     """
     if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
         raise TypeError("save_checkpoint(path, model): give the file's path first, then the "
                         f"model; got {type(path).__name__} and {type(model).__name__}.")
     path = Path(path).expanduser()
-    ranks = current()
-    if not ranks.main:  # one file, written by process 0
-        ranks.barrier()
+    if not current().main:  # one file, written by process 0
         return path
     if path.exists() and not overwrite:
         raise FileExistsError(
@@ -109,7 +109,6 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    ranks.barrier()
     return path
 
 

@@ -336,9 +336,8 @@ def fine_tune(
     # Every stage trains on this device (fit's choice); a probe trains the head alone, so
     # the whole model moves first, or the head and the backbone could end up apart.
     device = fit_options.get("device")
-    # Under torchrun every process starts from process 0's weights.
     device = pick_device(None if device is None else str(device))
-    ranks = join(device)
+    ranks = join(device)  # under torchrun: every process starts from process 0's weights
     model.to(ranks.device(device))
     ranks.broadcast(model.state_dict().values())
     x_val = as_xy(val, "val")[0] if val is not None else None
