@@ -226,3 +226,12 @@ def test_finetune_never_overwrites_and_refuses_bad_files(tmp_path, digits_file, 
     assert cli.main(["finetune", "--model", "small_cnn", "--data",
                      str(bad.with_name("flat.pt")), "--out", str(tmp_path / "new.pt")]) == 2
     assert "use --model mlp for flat inputs" in capsys.readouterr().err
+
+
+def test_python_dash_m_transferkit_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "transferkit", "finetune", "--model", "nope",
+                             "--data", "digits", "--out", "never.pt"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("transferkit finetune: unknown model 'nope'")
+    assert not (ROOT / "never.pt").exists()

@@ -13,7 +13,7 @@
 * ``transferkit finetune --model M --data D --strategy S --out model.pt`` —
   fine-tune a network on your data from the shell and write a checkpoint and a
   metrics file; the same command runs on several processes under ``torchrun``
-  (``torchrun --nproc-per-node 2 -m transferkit.cli finetune …``).
+  (``torchrun --nproc-per-node 2 -m transferkit finetune …``).
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def add_finetune_parser(sub: Any) -> None:
         "finetune", help="fine-tune a network on your data; writes a checkpoint and metrics",
         description="Fine-tune a network and write a checkpoint (transferkit.checkpoint) and "
         "a metrics file. Runs in one process, or on several under torchrun: "
-        "torchrun --nproc-per-node 2 -m transferkit.cli finetune ...")
+        "torchrun --nproc-per-node 2 -m transferkit finetune ...")
     p.add_argument("--model", required=True, metavar="NAME",
                    help=f"the network: {', '.join(MODELS)} (torchvision backbones get a "
                    "new head; 'mlp' for flat inputs)")
