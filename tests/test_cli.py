@@ -179,13 +179,29 @@ def test_finetune_writes_a_checkpoint_and_metrics(tmp_path, digits_file, capsys)
     assert lines[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy") and len(lines) == 3
 
 
+def test_finetune_with_lora_trains_only_adapters_and_head(tmp_path, digits_file, capsys):
+    from transferkit.checkpoint import read_checkpoint
+
+    out = tmp_path / "lora.pt"
+    status = cli.main(["finetune", "--model", "mlp", "--data", str(digits_file), "--strategy",
+                       "lora", "--lora-r", "2", "--epochs", "1", "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    ckpt = read_checkpoint(out)
+    trained = sorted(set(ckpt["model"]) - set(ckpt["frozen"]))
+    assert trained == ["encoder.1.lora_A", "encoder.1.lora_B", "encoder.3.lora_A",
+                       "encoder.3.lora_B", "head.bias", "head.weight"], trained
+    rows = json.loads(out.with_suffix(".metrics.json").read_text())["epochs"]
+    assert [row["stage"] for row in rows] == ["lora"]
+
+
 def test_finetune_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["finetune", "--help"])
     text = capsys.readouterr().out
     for option in ("--model", "--weights", "--data", "--strategy", "--epochs", "--lr",
                    "--batch-size", "--val", "--test", "--seed", "--device", "--out",
-                   "--metrics", "torchrun", "lp_ft", "resnet18", "weights_only"):
+                   "--metrics", "--lora-r", "--lora-alpha", "--lora-targets", "torchrun",
+                   "lp_ft", "lora", "resnet18", "weights_only"):
         assert option in text
 
 

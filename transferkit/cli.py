@@ -36,10 +36,11 @@ from .checkpoint import CheckpointError, save_checkpoint
 from .data import load_digits, train_val_test_split
 from .distributed import current
 from .doctor import format_report, report
-from .finetune import STRATEGIES, Classifier, fine_tune
+from .finetune import STRATEGIES, Classifier, find_head, fine_tune
+from .lora import add_lora, linear_names
 from .models import FAMILIES, WeightsUnavailableError, backbone, small_cnn
 from .student import write_student_versions
-from .train import evaluate
+from .train import evaluate, fit
 from .workspace import describe, sync_lessons
 
 FIRST_LESSON = "00_welcome.ipynb"
@@ -163,6 +164,7 @@ def cmd_student(args: argparse.Namespace) -> int:
 # --- transferkit finetune ---------------------------------------------------------------
 
 MODELS = ("small_cnn", "mlp", *FAMILIES)
+CLI_STRATEGIES = (*STRATEGIES, "lora")  # lora: transferkit.lora's adapters, then fit
 DATASETS = ("digits",)  # or a .pt file
 
 
@@ -235,9 +237,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                       "Choose another name.")
         if metrics.suffix not in (".json", ".csv"):
             raise ValueError(f"--metrics must end in .json or .csv, got {metrics.name}.")
-        if args.strategy not in STRATEGIES:
+        if args.strategy not in CLI_STRATEGIES:
             raise ValueError(f"unknown strategy {args.strategy!r}; choose one of "
-                             f"{', '.join(STRATEGIES)}.")
+                             f"{', '.join(CLI_STRATEGIES)}.")
         if args.model not in MODELS:
             raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}.")
         x, y = load_data(args.data)
@@ -246,9 +248,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # the new head: the same on every process
         weights = None if (args.weights or "none").lower() == "none" else args.weights
         model = build_model(args.model, x, num_classes, weights)
-        result = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
-                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                           seed=args.seed, device=args.device, progress=current().main)
+        options = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                       seed=args.seed, device=args.device, progress=current().main)
+        if args.strategy == "lora":  # frozen base, trainable adapters and head
+            head = find_head(model).rpartition(".")[2]
+            targets = (args.lora_targets.split(",") if args.lora_targets
+                       else [n for n in linear_names(model) if n != head])
+            add_lora(model, r=args.lora_r, alpha=args.lora_alpha, targets=targets)
+            rows = [{**row, "stage": "lora"}
+                    for row in fit(model, splits.train, splits.val, **options).to_rows()]
+        else:
+            rows = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
+                             **options).to_rows()
         test = evaluate(model, splits.test)
         summary = {"model": args.model, "data": args.data, "strategy": args.strategy,
                    "processes": current().world, "classes": num_classes,
@@ -256,7 +267,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                 "test": len(splits.test)}, "test": test}
         save_checkpoint(out, model, meta={k: v for k, v in summary.items() if k != "test"})
         if current().main:
-            write_metrics(metrics, result.to_rows(), summary)
+            write_metrics(metrics, rows, summary)
             print(f"test accuracy {test.get('accuracy', float('nan')):.4f}; wrote {out} and "
                   f"{metrics}")
     except (FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError,
@@ -283,7 +294,14 @@ def add_finetune_parser(sub: Any) -> None:
                    "(x, y) tensors or {'x': x, 'y': y}: x images (N, C, H, W) or rows (N, D), "
                    "y integer labels 0..K-1; read with weights_only=True")
     p.add_argument("--strategy", default="lp_ft", metavar="S",
-                   help=f"one of {', '.join(STRATEGIES)} (default lp_ft)")
+                   help=f"one of {', '.join(CLI_STRATEGIES)} (default lp_ft); lora wraps "
+                   "Linear layers in transferkit.lora's adapters and trains only those and "
+                   "the head")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA's rank r (default 8)")
+    p.add_argument("--lora-alpha", type=float, default=16, help="LoRA's alpha (default 16)")
+    p.add_argument("--lora-targets", default=None, metavar="NAMES",
+                   help="comma-separated Linear layer names for LoRA, matched at the end of "
+                   "each name as peft's target_modules (default: every Linear but the head)")
     p.add_argument("--epochs", type=int, default=5, help="epochs per stage (default 5)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=64,
