@@ -20,6 +20,7 @@ from transferkit.data import load_digits
 from transferkit.device import seed_everything
 from transferkit.distributed import current
 from transferkit.finetune import fine_tune, freeze
+from transferkit.lora import add_lora
 from transferkit.train import fit
 
 
@@ -102,19 +103,6 @@ def fail(out: Path) -> dict:
     return {}
 
 
-class Adapted(nn.Module):
-    """A LoRA-shaped layer: a frozen base ``W`` and a trainable low-rank ``B A``."""
-
-    def __init__(self, n_in: int, n_out: int, rank: int = 4):
-        super().__init__()
-        self.base = nn.Linear(n_in, n_out).requires_grad_(False)
-        self.A = nn.Parameter(torch.randn(rank, n_in) * 0.1)
-        self.B = nn.Parameter(torch.zeros(n_out, rank))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + x @ self.A.T @ self.B.T
-
-
 class Recording(DistributedDataParallel):
     """DDP that writes down the name of every parameter whose gradient it all-reduces."""
 
@@ -132,11 +120,11 @@ class Recording(DistributedDataParallel):
 
 
 def adapters(out: Path) -> dict:
-    """Frozen bases, trainable adapters and head: only those are all-reduced."""
+    """transferkit.lora: frozen bases, trainable adapters and head; only those are
+    all-reduced."""
     train, val = digits()
     seed_everything(0)
-    model = nn.Sequential(Adapted(64, 32), nn.ReLU(), Adapted(32, 32), nn.ReLU(),
-                          nn.Linear(32, 10))
+    model = add_lora(mlp(), r=4, targets=["0", "2"])
     distributed.DistributedDataParallel = Recording  # Ranks.wrap builds this one now
     try:
         fit(model, train, val, epochs=1, batch_size=25, seed=4, progress=False)

@@ -178,11 +178,11 @@ def test_frozen_batchnorm_statistics_stay_frozen_on_every_process(launched):
         assert torch.equal(second["after"][name], value), name
 
 
-def test_only_the_adapters_are_synchronised(launched):
-    """A LoRA-shaped model (frozen base weights, trainable low-rank adapters and head):
-    DDP all-reduces the gradients of the trainable parameters, and of nothing else."""
+def test_only_the_lora_adapters_are_synchronised(launched):
+    """A LoRA model (`transferkit.lora.add_lora`: frozen base weights, trainable low-rank
+    adapters and head): DDP all-reduces the gradients of those, and of nothing else."""
     first, second = launched["ranks"]["adapters"]
-    trainable = ["0.A", "0.B", "2.A", "2.B", "4.bias", "4.weight"]
+    trainable = ["0.lora_A", "0.lora_B", "2.lora_A", "2.lora_B", "4.bias", "4.weight"]
     assert first["synchronised"] == second["synchronised"] == trainable
     for name, value in first["state"].items():
         assert torch.equal(second["state"][name], value), name
