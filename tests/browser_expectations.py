@@ -342,7 +342,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             press_button(
                 "train",
                 watch=readout_beside("layers copied (n)"),
-                expect=r"target test accuracy \d\.\d{3} \(the study: \d\.\d{3}",
+                expect=r"target test accuracy \d\.\d{3} \(the study: mean \d\.\d{3}, spread",
             ),
         ),
     ),
