@@ -181,6 +181,7 @@ def test_study_rows_keep_which_test_images_each_run_got_right(splits):
     rows = ex.label_budget_study({"logistic": ex.logistic_regression}, splits, budgets=(2, 5),
                                  seeds=(0, 1), progress=False)
     for row in rows:
+        assert 0 < row["test_macro_f1"] <= 1  # from transferkit.metrics, beside the accuracy
         right = row["test_correct"]
         assert isinstance(right, tuple) and len(right) == len(splits.test)
         assert {type(v) for v in right} == {bool}

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from .data import Data, few_labels
 from .device import seeded
+from .metrics import classification_metrics
 from .stats import compare_methods, describe, mean_interval
 from .train import epochs_for_steps, fit, predict
 
@@ -175,18 +176,23 @@ def predict_with(model: Any, x: torch.Tensor) -> np.ndarray:
     )
 
 
-def correct(model: Any, data: Data) -> np.ndarray:
-    """For every example of ``data``, whether ``model`` gets it right (a bool array)."""
+def predictions(model: Any, data: Data) -> np.ndarray:
+    """The class ``model`` (anything a study method returns) predicts for each example."""
     predicted = predict_with(model, data.x)
     if predicted.shape != (len(data),):
         raise ValueError(f"the model predicted an array of shape {predicted.shape} for "
                          f"{len(data)} examples; it must give one class label per example.")
-    return predicted == data.y.numpy()
+    return predicted
+
+
+def correct(model: Any, data: Data) -> np.ndarray:
+    """For every example of ``data``, whether ``model`` gets it right (a bool array)."""
+    return predictions(model, data) == data.y.numpy()
 
 
 def accuracy(model: Any, data: Data) -> float:
-    """The fraction of ``data`` that ``model`` (anything a study method returns) gets right."""
-    return float(correct(model, data).mean())
+    """The fraction of ``data`` that ``model`` gets right (`transferkit.metrics`)."""
+    return classification_metrics(data.y, predictions(model, data))["accuracy"]
 
 
 # --- the study ---------------------------------------------------------------------------
@@ -219,9 +225,10 @@ def label_budget_study(
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy`` and
+    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``,
+    ``test_macro_f1`` (`transferkit.metrics.classification_metrics`) and
     ``test_correct`` (a tuple of one bool per test image, in the test set's order,
-    so two methods can be compared image by image: `compare_to_baseline`; these three
+    so two methods can be compared image by image: `compare_to_baseline`; these four
     only with a test set), ``seconds``,
     then the ``also_test`` columns, then any numbers the returned model carries in
     a ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
@@ -256,10 +263,12 @@ def label_budget_study(
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
                         "seed": seed, "val_accuracy": accuracy(model, val),
                     }
-                    if test is not None:
-                        right = correct(model, test)
-                        row.update(n_test=len(test), test_accuracy=float(right.mean()),
-                                   test_correct=tuple(right.tolist()))
+                    if test is not None:  # every score from one definition: transferkit.metrics
+                        predicted = predictions(model, test)
+                        scores = classification_metrics(test.y, predicted)
+                        row.update(n_test=len(test), test_accuracy=scores["accuracy"],
+                                   test_macro_f1=scores["macro_f1"],
+                                   test_correct=tuple((predicted == test.y.numpy()).tolist()))
                     row["seconds"] = seconds
                     for test_name, data in (also_test or {}).items():
                         row[f"{test_name}_accuracy"] = accuracy(model, data)
@@ -388,7 +397,7 @@ def compare_to_baseline(rows: Sequence[Mapping[str, Any]], method: str, baseline
 
 
 __all__ = [
-    "INTERVAL_NOTE", "correct", "mean_text",
+    "INTERVAL_NOTE", "correct", "mean_text", "predictions",
     "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "budget_label", "budget_words", "check_budgets",
     "compare_to_baseline", "epochs_for_steps", "fit_method", "label_budget_study",
     "logistic_regression", "predict_with", "summarise", "summary_html", "summary_table",
