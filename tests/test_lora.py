@@ -2,8 +2,10 @@
 
 import copy
 
+import peft  # a dependency: missing, the tests fail
 import pytest
 import torch
+import transformers  # a dependency: missing, the tests fail
 from torch import nn
 
 from transferkit.lora import (
@@ -15,9 +17,6 @@ from transferkit.lora import (
     merge_lora,
     unmerge_lora,
 )
-
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
 
 
 def tiny_bert(seed=0, **overrides):

