@@ -6,9 +6,11 @@ leaks into the number you report, and the number is then too good. So:
 
 1. `search`: train every candidate (several seeds each) on the labelled data
    and score it on the *validation* set only. The test set is not an argument.
-2. `leaderboard`: mean ± std of the validation accuracy per candidate, best
-   first, with what each cost (seconds, trainable parameters) beside it;
-   `winner` is the top row, `tied_with` the candidates within its noise,
+2. `leaderboard`: the mean validation accuracy per candidate with its 95 %
+   interval (and the spread over seeds), best first, with what each cost
+   (seconds, trainable parameters) beside it; `winner` is the top row,
+   `tied_with` the candidates whose gap to it, paired seed by seed, is within
+   the noise,
    `recommend` the cheapest of those; `guide` turns leaderboards from several
    settings (data size, task similarity) into a decision table.
 3. `SealedTestSet.evaluate(model)`: the test accuracy of the one model you
