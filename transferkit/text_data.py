@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Data, Splits, train_val_test_split
+from .data import Data, Splits, sha256_file, train_val_test_split
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 REVIEWS_FILE = ASSETS / "reviews.tsv.xz"
@@ -53,15 +53,6 @@ REVIEWS_SPLIT_SEED = 0  # the course's one fixed split: its test part never chan
 
 class AssetCorruptedError(RuntimeError):
     """A file shipped with transferkit does not have the content recorded for it."""
-
-
-def sha256_file(path: str | Path, chunk: int = 2**20) -> str:
-    """The SHA-256 of a file's bytes, read a megabyte at a time (hex digits)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
