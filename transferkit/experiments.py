@@ -214,7 +214,9 @@ def label_budget_study(
         splits: ``(train, val, test)``, e.g. a `transferkit.data.Splits`. The
             labelled subsets are drawn from ``train``; ``test`` is the same for
             every trial. ``test=None`` measures the validation set only: a
-            search that must not see the test set (`transferkit.selection`).
+            search that must not see the test set (`transferkit.selection`);
+            ``val=None`` skips the validation column (the methods get None), for
+            methods that choose nothing on it and are slow to evaluate.
         budgets: labels per class; None = every training label. A budget above
             the smallest class of ``train`` is an error (see `check_budgets`).
         seeds: one trial per seed; the seed picks the labelled examples
@@ -261,8 +263,10 @@ def label_budget_study(
                     row = {
                         "method": name, "budget": budget,
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
-                        "seed": seed, "val_accuracy": accuracy(model, val),
+                        "seed": seed,
                     }
+                    if val is not None:  # None: a study that only measures the test set
+                        row["val_accuracy"] = accuracy(model, val)
                     if test is not None:  # every score from one definition: transferkit.metrics
                         predicted = predictions(model, test)
                         scores = classification_metrics(test.y, predicted)

@@ -1,0 +1,323 @@
+"""Ways to classify text with few labels, as methods for a label-budget study.
+
+Lesson 07 asks one question of a real pre-trained transformer (MiniLM) and real
+review snippets: with 0, a few or a few hundred labels, should you prompt the
+model, use its frozen features, fine-tune part or all of it, or train a low-rank
+adapter? Each answer is a *method* in the sense of `transferkit.experiments`:
+``method(train, val, seed) -> model``, here a `TextPredictor` that maps texts to
+labels, so `label_budget_study` can run them all on the same labelled draws and
+the same test snippets, and `compare_to_baseline` can pair them.
+
+==========================  ===================================================  ==========
+method                      what learns                                          labels
+==========================  ===================================================  ==========
+`prompting_method`          nothing: the label whose prompt is most similar      0
+`tfidf_method`              logistic regression on word and word-pair counts     all given
+`probe_method`              a dense layer on the frozen model's text vectors     all given
+`transformer_method`        ``"partial"``: the top k layers + the head;          all given
+                            ``"full"``: everything; ``"lora"``: low-rank
+                            adapters of the attention + the head
+==========================  ===================================================  ==========
+
+**What makes it fit a laptop.** The frozen model's vector of every text is
+computed once and looked up afterwards (`EmbeddingTable`, backed by
+`transferkit.text.encode`'s disk cache); the transformer methods start from the
+probe's head (linear probe, then fine-tune: Kumar et al.'s LP-FT, lesson 04), so
+a few optimizer steps refine a working classifier instead of teaching a random
+head; a batch is only as long as its longest snippet (`TextClassifier`), and
+prediction sorts the texts by length first (`predict_texts`); partial
+fine-tuning runs the frozen lower layers once per text
+(`transferkit.cached_bottom`).
+
+**Rates.** A transformer's pre-trained weights take small steps (1e-5 to 1e-4
+with Adam); the new head, and LoRA's new matrices, larger ones (1e-3). A
+CNN-sized rate for the whole transformer destroys what pre-training learned:
+lesson 07 measures it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cached_bottom import CachedBottomClassifier
+from .data import Data
+from .device import model_device, seeded
+from .freezing import freeze
+from .heads import TextClassifier
+from .lora import add_lora
+from .modes import eval_mode
+from .text import TextModel, encode, token_ids, zero_shot_scores
+from .text_data import check_texts
+from .train import epochs_for_steps, fit
+
+TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
+
+Method = Callable[[Data, Data, int], "TextPredictor"]
+
+
+class TextPredictor:
+    """What a text method returns: ``predictor(texts)`` gives one label per text.
+
+    ``model`` is what was trained (a scikit-learn pipeline, a head, a
+    `TextClassifier` …) and ``measurements`` holds numbers `label_budget_study`
+    copies into its rows, e.g. ``trainable_params``.
+    """
+
+    def __init__(self, predict: Callable[[list[str]], Any], model: Any = None,
+                 measurements: Mapping[str, float] | None = None):
+        self._predict, self.model = predict, model
+        self.measurements = dict(measurements or {})
+
+    def __call__(self, texts: Any) -> np.ndarray:
+        out = self._predict(check_texts(texts))
+        return out.cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+
+    def __repr__(self) -> str:
+        return f"TextPredictor({type(self.model).__name__}, {self.measurements})"
+
+
+def subsample(data: Data, n: int, seed: int = 0) -> Data:
+    """``n`` examples of ``data`` drawn at random, keeping each class's share (stratified).
+
+    For a test set that keeps the natural class balance but is small enough to
+    evaluate many times: unlike `transferkit.data.few_labels`, which draws the same
+    number of every class.
+    """
+    if not isinstance(n, int) or not 0 < n <= len(data):
+        raise ValueError(f"n must be an integer from 1 to {len(data)}, got {n!r}.")
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(data.y, return_counts=True)
+    shares = (counts.double() * n / len(data)).floor().long()
+    shares[torch.argsort(-(counts.double() * n / len(data) - shares))[:n - int(shares.sum())]] += 1
+    chosen = []
+    for c, k in zip(classes, shares, strict=True):
+        members = torch.nonzero(data.y == c).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=g)[:int(k)]])
+    index = torch.cat(chosen)
+    index = index[torch.randperm(len(index), generator=g)]
+    return Data(data.x[index], data.y[index], data.classes)
+
+
+# --- the frozen model's vectors, computed once ----------------------------------------------
+
+
+class EmbeddingTable:
+    """The frozen model's vector of every text it has seen, computed once.
+
+    ``EmbeddingTable(text_model, pool)`` encodes ``pool`` (e.g. the training
+    snippets that labelled draws come from, and the test set) in one pass, which
+    `transferkit.text.encode` also keeps on disk; ``table.vectors(texts)`` then
+    looks texts up, encoding only the ones it has not seen. Mean-pooled, as
+    `TextClassifier` pools, so a head trained on these vectors fits that model.
+    """
+
+    def __init__(self, text_model: TextModel, *pools: Iterable[str], **encode_options: Any):
+        self.text_model, self.encode_options = text_model, encode_options
+        self._vectors: dict[str, torch.Tensor] = {}
+        for pool in pools:
+            self.add(pool)
+
+    def add(self, texts: Iterable[str]) -> None:
+        missing = [t for t in dict.fromkeys(check_texts(texts)) if t not in self._vectors]
+        if missing:
+            vectors = encode(self.text_model, missing, **self.encode_options)
+            self._vectors.update(zip(missing, vectors, strict=True))
+
+    def vectors(self, texts: Iterable[str]) -> torch.Tensor:
+        texts = check_texts(texts)
+        self.add(texts)
+        return torch.stack([self._vectors[t] for t in texts])
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+
+# --- methods that do not train the transformer ----------------------------------------------
+
+
+def prompting_method(text_model: TextModel, label_prompts: Mapping[str, Any]) -> Method:
+    """Zero-shot prompting (`transferkit.text.zero_shot`): no label is used.
+
+    It ignores the labelled draw, so every seed gives the same predictions; in a
+    study it is the line a method that uses labels must rise above.
+    """
+    def method(train: Data, val: Data, seed: int) -> TextPredictor:
+        def predict(texts: list[str]) -> torch.Tensor:
+            return zero_shot_scores(text_model, texts, label_prompts).argmax(1)
+        return TextPredictor(predict, dict(label_prompts), {"trainable_params": 0})
+
+    method.__name__ = "prompting"
+    return method
+
+
+def tfidf_method(*, ngram_range: tuple[int, int] = (1, 2), C: float = 10.0,
+                 max_iter: int = 2000) -> Method:
+    """The baseline a practitioner tries first: TF-IDF + logistic regression (scikit-learn).
+
+    A text becomes the TF-IDF weights of its words and word pairs (``ngram_range``;
+    the vocabulary is learnt from the labelled texts only, so a word never seen
+    with a label is invisible to it) and a logistic regression (inverse
+    regularisation ``C``) separates the classes. Knows nothing of language beyond
+    those words: it is what pre-training must beat.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 (slow import)
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+
+    def method(train: Data, val: Data, seed: int) -> TextPredictor:
+        pipeline = make_pipeline(
+            TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=True),
+            LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+        pipeline.fit(list(train.x), train.y.numpy())
+        n = pipeline[-1].coef_.size + pipeline[-1].intercept_.size
+        return TextPredictor(lambda texts: pipeline.predict(texts), pipeline,
+                             {"trainable_params": n})
+
+    method.__name__ = "TF-IDF"
+    return method
+
+
+def train_probe(vectors: torch.Tensor, y: torch.Tensor, n_classes: int, *, steps: int = 200,
+                lr: float = 1e-2, weight_decay: float = 1e-2, batch_size: int = 64,
+                seed: int = 0) -> nn.Linear:
+    """A dense layer trained with `fit` on frozen vectors (AdamW, a fixed number of steps)."""
+    with seeded(seed):
+        head = nn.Linear(vectors.shape[1], n_classes)
+        fit(head, (vectors, y), epochs=epochs_for_steps(len(y), batch_size, steps), lr=lr,
+            optimizer="adamw", weight_decay=weight_decay, batch_size=batch_size, seed=seed,
+            progress=False)
+    return head
+
+
+def probe_method(table: EmbeddingTable, **probe_options: Any) -> Method:
+    """Frozen features + a linear probe: the transformer is never run in training.
+
+    The texts' vectors come from ``table`` (computed once); a dense layer learns on
+    them (`train_probe`), and predicting is a look-up and one matrix product.
+    """
+    def method(train: Data, val: Data, seed: int) -> TextPredictor:
+        n_classes = int(train.y.max()) + 1
+        head = train_probe(table.vectors(train.x), train.y, n_classes, seed=seed,
+                           **probe_options)
+
+        def predict(texts: list[str]) -> torch.Tensor:
+            with torch.no_grad():
+                return head(table.vectors(texts)).argmax(1)
+        return TextPredictor(predict, head, {"trainable_params": sum(
+            p.numel() for p in head.parameters())})
+
+    method.__name__ = "frozen + probe"
+    return method
+
+
+# --- methods that train the transformer -----------------------------------------------------
+
+
+def predict_texts(net: nn.Module, ids: torch.Tensor, pad_id: int = 0,
+                  batch_size: int = 64) -> torch.Tensor:
+    """``net``'s class for each row of token ids, in eval mode under ``inference_mode``.
+
+    Rows are sorted by length first, so each batch is about as long as its own
+    texts (a `TextClassifier` cuts a batch at its longest text): on short
+    snippets this roughly halves the work of random batches.
+    """
+    order = (ids != pad_id).sum(1).argsort()
+    out = torch.empty(len(ids), dtype=torch.long)
+    device = model_device(net)
+    with eval_mode(net), torch.inference_mode():
+        for start in range(0, len(ids), batch_size):
+            rows = order[start:start + batch_size]
+            out[rows] = net(ids[rows].to(device)).argmax(1).cpu()
+    return out
+
+
+def text_classifier(table: EmbeddingTable, train: Data, *, seed: int = 0,
+                    probe_first: bool = True, **probe_options: Any) -> TextClassifier:
+    """A fresh `TextClassifier` on a copy of the pre-trained encoder.
+
+    With ``probe_first`` its head starts as the linear probe trained on
+    ``train``'s frozen vectors (`train_probe`): the first stage of LP-FT.
+    """
+    n_classes = int(train.y.max()) + 1
+    with seeded(seed):
+        net = TextClassifier(copy.deepcopy(table.text_model.model), n_classes)
+    if probe_first:
+        probe = train_probe(table.vectors(train.x), train.y, n_classes, seed=seed,
+                            **probe_options)
+        net.head.load_state_dict(probe.state_dict())
+    return net
+
+
+def prepare(net: TextClassifier, strategy: str, *, k: int = 2, r: int = 8,
+            alpha: float = 16) -> nn.Module:
+    """Make ``net`` ready for ``strategy``; returns the module to train.
+
+    ``"full"``: every parameter trains. ``"partial"``: the top ``k`` encoder layers
+    and the head train, the rest is frozen and run once per text
+    (`CachedBottomClassifier`). ``"lora"``: rank-``r`` adapters on every
+    attention query and value projection, and the head, train
+    (`transferkit.lora.add_lora`); everything pre-trained is frozen.
+    """
+    if strategy not in TRANSFORMER_STRATEGIES:
+        raise ValueError(f"strategy must be one of {TRANSFORMER_STRATEGIES}, got {strategy!r}.")
+    if strategy == "partial":
+        return CachedBottomClassifier(net, k)
+    if strategy == "lora":
+        freeze(net.encoder)
+        add_lora(net, r=r, alpha=alpha, targets=("query", "value"))
+    return net
+
+
+def transformer_method(table: EmbeddingTable, strategy: str, *, steps: int = 8,
+                       batch_size: int = 16, lr: float = 5e-5, head_lr: float = 1e-3,
+                       k: int = 2, r: int = 8, alpha: float = 16, probe_first: bool = True,
+                       max_length: int = 64) -> Method:
+    """Train the transformer itself: ``strategy`` ``"partial"``, ``"full"`` or ``"lora"``.
+
+    Per trial: a fresh `text_classifier` (its head from the linear probe when
+    ``probe_first``), made ready by `prepare`, trained by `fit` for ``steps``
+    optimizer steps of ``batch_size`` snippets with AdamW: the pre-trained
+    layers (or LoRA's matrices) at ``lr``, the head at ``head_lr``. Texts longer
+    than ``max_length`` tokens are cut. The rows get ``trainable_params`` and
+    ``train_seconds`` (training only, without predicting the test set).
+    """
+    if strategy not in TRANSFORMER_STRATEGIES:
+        raise ValueError(f"strategy must be one of {TRANSFORMER_STRATEGIES}, got {strategy!r}.")
+    tokenizer = table.text_model.tokenizer
+    pad = int(tokenizer.pad_token_id or 0)
+
+    def method(train: Data, val: Data, seed: int) -> TextPredictor:
+        start = time.perf_counter()
+        net = text_classifier(table, train, seed=seed, probe_first=probe_first)
+        trained = prepare(net, strategy, k=k, r=r, alpha=alpha)
+        head = {id(p) for p in net.head.parameters()}
+        body = [p for p in trained.parameters() if p.requires_grad and id(p) not in head]
+        optimizer = torch.optim.AdamW([{"params": body, "lr": lr},
+                                       {"params": list(net.head.parameters()), "lr": head_lr}])
+        ids = token_ids(tokenizer, train.x, max_length=max_length)
+        fit(trained, (ids, train.y), epochs=epochs_for_steps(len(train), batch_size, steps),
+            optimizer=optimizer, batch_size=batch_size, seed=seed, progress=False)
+        seconds = time.perf_counter() - start
+
+        def predict(texts: list[str]) -> torch.Tensor:
+            return predict_texts(trained, token_ids(tokenizer, texts, max_length=max_length),
+                                 pad)
+        n = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        return TextPredictor(predict, net, {"trainable_params": n, "train_seconds": seconds})
+
+    method.__name__ = strategy
+    return method
+
+
+__all__ = [
+    "EmbeddingTable", "TRANSFORMER_STRATEGIES", "TextPredictor", "predict_texts", "prepare",
+    "probe_method", "prompting_method", "subsample", "text_classifier", "tfidf_method",
+    "train_probe", "transformer_method",
+]
