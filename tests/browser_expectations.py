@@ -34,6 +34,7 @@ WIDGET_SLIDER = ".widget-slider"
 WIDGET_DROPDOWN = ".widget-dropdown"
 WIDGET_BUTTON = ".widget-button"
 WIDGET_CHECKBOX = ".widget-checkbox"
+WIDGET_TEXT = ".widget-text"
 PLOTLY_PLOT = ".js-plotly-plot"
 # The title of a plotly figure is an SVG <text class="gtitle">.
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
@@ -84,7 +85,9 @@ class Interaction:
       * ``"keys"``: click ``control`` (e.g. a slider's handle) and press ``keys`` in turn;
       * ``"select"``: pick ``option`` (an option label, or an index when an int) in the
         ``<select>`` matched by ``control``;
-      * ``"click"``: click ``control`` once (e.g. a checkbox, or a button: `press_button`).
+      * ``"click"``: click ``control`` once (e.g. a checkbox, or a button: `press_button`);
+      * ``"fill"``: replace the text in the ``<input>`` matched by ``control`` with ``text``
+        and press Enter (a Text widget: `type_into`).
     ``watch``: selector of the element whose text must differ from its text before the
     action, within ``timeout_ms``; if ``expect`` is given it must also match the new text,
     and ``before`` (if given) must match the text before the action. ``control`` and
@@ -93,16 +96,19 @@ class Interaction:
 
     control: str
     watch: str
-    action: Literal["keys", "select", "click"] = "keys"
+    action: Literal["keys", "select", "click", "fill"] = "keys"
     keys: tuple[str, ...] = ("ArrowRight",)
     option: str | int | None = None
+    text: str | None = None
     expect: str | None = None
     before: str | None = None
     timeout_ms: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.action not in ("keys", "select", "click"):
+        if self.action not in ("keys", "select", "click", "fill"):
             raise ValueError(f"unknown action {self.action!r}")
+        if self.action == "fill" and self.text is None:
+            raise ValueError("a 'fill' interaction needs a text")
         if self.action == "select" and self.option is None:
             raise ValueError("a 'select' interaction needs an option")
         if self.action == "keys" and not self.keys:
@@ -116,6 +122,8 @@ class Interaction:
             what = f"press {'+'.join(self.keys)}"
         elif self.action == "click":
             what = "click"
+        elif self.action == "fill":
+            what = f"type {self.text!r} and Enter"
         else:
             what = f"select {self.option!r}"
         return f"{what} on {self.control!r}, watching {self.watch!r}"
@@ -194,6 +202,28 @@ def press_button(
         control=f'{WIDGET_BUTTON}:text-is("{description}")',
         watch=watch,
         action="click",
+        expect=expect,
+        before=before,
+        timeout_ms=timeout_ms,
+    )
+
+
+def type_into(
+    description: str,
+    text: str,
+    *,
+    watch: str,
+    expect: str | None = None,
+    before: str | None = None,
+    timeout_ms: int = 20_000,
+) -> Interaction:
+    """Replace the text of the Text widget labelled ``description`` with ``text`` and press
+    Enter (which submits a Text with ``continuous_update=False``)."""
+    return Interaction(
+        control=f"{_described(WIDGET_TEXT, description)} input",
+        watch=watch,
+        action="fill",
+        text=text,
         expect=expect,
         before=before,
         timeout_ms=timeout_ms,
@@ -360,6 +390,33 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
                 watch=readout_beside("steps"),
                 before=r"press train to try it$",
                 expect=r"validation accuracy\s+slanted_triangular\s+3e-03\s+120\s+\d\.\d{3}",
+            ),
+        ),
+    ),
+    # The attention explorer (transferkit.widgets.attention_explorer on "A three-hour cinema
+    # master class."): "layer" and "head" IntSliders (from 1) over a FigureWidget heatmap
+    # titled "layer 1, head 1: how much each token attends to each other token", and a
+    # readout naming where [CLS] looks. Then the prompt lab (widgets.prompt_lab): "rotten
+    # prompt" and "fresh prompt" Text boxes (continuous_update=False), a "score" Button and
+    # a readout "validation accuracy 0.xxx with these prompts (majority class: …)". Enter in
+    # a box scores the validation snippets (encoded once, at construction) with the wording.
+    "07_transformers.ipynb": LessonExpectation(
+        selectors=(WIDGET_SLIDER, PLOTLY_PLOT, readout_beside("layer"),
+                   plot_title_beside("layer"), f"{WIDGET_TEXT} input",
+                   readout_beside("fresh prompt")),
+        interactions=(
+            press_slider(
+                "layer",
+                watch=plot_title_beside("layer"),
+                before=r"layer 1, head 1",
+                expect=r"layer 2, head 1",
+            ),
+            type_into(
+                "fresh prompt",
+                "a brilliant, moving film",
+                watch=readout_beside("fresh prompt"),
+                before=r"validation accuracy \d\.\d{3}",
+                expect=r"validation accuracy \d\.\d{3}",
             ),
         ),
     ),

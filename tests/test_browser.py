@@ -511,6 +511,9 @@ def _interact(page, lesson: str, interaction: Interaction) -> tuple[str, str]:
             control.press(key)
     elif interaction.action == "click":
         control.click()
+    elif interaction.action == "fill":
+        control.fill(interaction.text or "")
+        control.press("Enter")
     else:
         option = interaction.option
         labels = [t.strip() for t in control.locator("option").all_text_contents()]

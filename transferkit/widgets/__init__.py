@@ -15,6 +15,7 @@ never lost in a log the learner cannot see. One module per lesson:
 ``widgets.finetune`` (04)        ``finetune_lab``, ``stage_reports_html``
 ``widgets.transfer`` (05)        ``transferability_lab``
 ``widgets.schedules`` (06)       ``schedule_lab``
+``widgets.text`` (07)            ``attention_explorer``, ``prompt_lab``
 ===============================  ===================================================
 
 Plotly's `FigureWidget` needs the ``anywidget`` package, and JupyterLab needs
@@ -27,11 +28,13 @@ from .digits import digits_browser
 from .finetune import finetune_lab, stage_reports_html
 from .gd import gd_explorer, gd_readout, optimizer_race, race_settings
 from .schedules import schedule_lab
+from .text import attention_explorer, prompt_lab
 from .training import label_budget_explorer
 from .transfer import transferability_lab
 
 __all__ = [
-    "LivePlot", "Panel", "autoencoder_explorer", "digits_browser", "finetune_lab",
-    "gd_explorer", "gd_readout", "guarded", "label_budget_explorer", "optimizer_race",
-    "race_settings", "schedule_lab", "show_in", "stage_reports_html", "transferability_lab",
+    "LivePlot", "Panel", "attention_explorer", "autoencoder_explorer", "digits_browser",
+    "finetune_lab", "gd_explorer", "gd_readout", "guarded", "label_budget_explorer",
+    "optimizer_race", "prompt_lab", "race_settings", "schedule_lab", "show_in",
+    "stage_reports_html", "transferability_lab",
 ]
