@@ -207,14 +207,15 @@ class CachedBottomClassifier(nn.Module):
         flat = ids.cpu().numpy()
         keys = [(fingerprint, flat[i, :n].tobytes()) for i, n in enumerate(lengths)]
         found = [_CACHE.get(key) for key in keys]
-        missing = [i for i, f in enumerate(found) if f is None]
-        _CACHE.hits += len(keys) - len(missing)
+        missing = {keys[i]: i for i, f in enumerate(found) if f is None}  # a text once
+        _CACHE.hits += sum(f is not None for f in found)
         _CACHE.misses += len(missing)
         if missing:
-            computed = self._run_bottom([ids[i, :lengths[i]] for i in missing])
-            for i, out in zip(missing, computed, strict=True):
-                found[i] = out
-                _CACHE.put(keys[i], out)
+            computed = self._run_bottom([ids[i, :lengths[i]] for i in missing.values()])
+            fresh = dict(zip(missing, computed, strict=True))
+            for key, out in fresh.items():
+                _CACHE.put(key, out)
+            found = [fresh[key] if f is None else f for key, f in zip(keys, found, strict=True)]
         # padding positions get zero vectors: the mask keeps them out of every result
         first = found[0]
         hidden = torch.zeros(len(found), length, first.shape[-1], dtype=first.dtype,
