@@ -10,7 +10,8 @@ the course         ``plots`` (pure figure builders), ``widgets`` (one module per
 methods            ``finetune`` (strategies, feature caching), ``autoencoder`` and
                    ``encoder``, ``models`` (torchvision backbones), ``experiments``
                    (label-budget studies), ``transferability``, ``selection``, ``text``
-                   (a pre-trained transformer: verified loading, ``encode``, ``zero_shot``)
+                   (a pre-trained transformer: verified loading, ``encode``, ``zero_shot``),
+                   ``cached_bottom`` (partial fine-tuning, the frozen bottom computed once)
 training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks``
                    (``History``, ``Callback``, ``EarlyStopping``), ``checkpoint``
 model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
@@ -35,10 +36,11 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "autoencoder", "callbacks", "checkpoint", "checks", "cli", "data", "device", "distributed",
-    "doctor", "encoder", "experiments", "finetune", "freezing", "gd", "heads", "layers", "lora",
-    "magics", "metrics", "models", "modes", "plots", "schedules", "selection", "stats", "student",
-    "text", "text_data", "train", "transferability", "widgets", "workspace",
+    "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli", "data",
+    "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing", "gd",
+    "heads", "layers", "lora", "magics", "metrics", "models", "modes", "plots", "schedules",
+    "selection", "stats", "student", "text", "text_data", "train", "transferability", "widgets",
+    "workspace",
 }
 
 
