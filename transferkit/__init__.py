@@ -36,11 +36,11 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli", "data",
+    "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli", "data",
     "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing", "gd",
     "heads", "layers", "lora", "magics", "metrics", "models", "modes", "plots", "schedules",
-    "selection", "stats", "student", "text", "text_data", "train", "transferability", "widgets",
-    "workspace",
+    "selection", "stats", "student", "text", "text_checks", "text_data", "text_methods", "train",
+    "transferability", "widgets", "workspace",
 }
 
 

@@ -42,10 +42,9 @@ def _lora_parameters(answer: Any) -> tuple[bool, str]:
                       "layers; the 384 × 384 weights they adapt stay frozen.")
     if close(answer, right + 2 * HIDDEN + 2, rel=0):
         return False, "that includes the new head; count only LoRA's matrices A and B."
-    if close(answer, right // 2, rel=0):
-        return False, "a LoRA layer has two matrices, A (r × in) and B (out × r)."
-    if close(answer, per_projection * LAYERS, rel=0):
-        return False, "both query and value are adapted, in every layer."
+    if close(answer, right // 2, rel=0):  # A or B only, or query only: the same number
+        return False, ("that is half: a LoRA layer has two matrices, A (r × in) and B "
+                       "(out × r), and both query and value are adapted, in every layer.")
     return False, ("each adapted Linear(384, 384) gets A (r × 384) and B (384 × r); LoRA adapts "
                    "query and value in each of the 6 layers.")
 
