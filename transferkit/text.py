@@ -40,6 +40,7 @@ import importlib
 import importlib.metadata
 import os
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,17 +360,25 @@ def default_cache_dir() -> Path:
 
 
 def weights_fingerprint(model: nn.Module) -> str:
-    """A digest of the model's current weights and buffers (BLAKE2b over their bytes).
-
-    It changes as soon as one number changes, e.g. after fine-tuning, so cached
-    results of the old weights are never returned for the new ones.
-    """
+    """A digest of the model's current weights and buffers (BLAKE2b over their bytes): it
+    changes with any number (e.g. after fine-tuning), so no cache returns the old weights'."""
+    state = model.state_dict(keep_vars=True)  # the tensors themselves: stable ids
+    # hashing 90 MB takes a fraction of a second: remember the digest until a tensor is
+    # replaced or changed in place (its version counter moves; a write through .data does not)
+    versions = tuple((id(t), t._version) for t in state.values())
+    known = _FINGERPRINTS.get(model)
+    if known is not None and known[0] == versions:
+        return known[1]
     digest = hashlib.blake2b(digest_size=20)
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         t = t.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _FINGERPRINTS[model] = (versions, digest.hexdigest())
     return digest.hexdigest()
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _cache_key(fingerprint: str, ids: list[list[int]], pooling: str) -> str:
