@@ -27,8 +27,15 @@ repeats after a warm-up.
     the model, tokenizes 256 training snippets, fine-tunes fully for one epoch
     (batch 16) and evaluates on 500 validation snippets. Its peak resident set size
     must stay under 2 GB (Binder gives 2 GB).
+(e) **Partial fine-tuning with the frozen bottom run once**: the top 2 of 6 blocks and
+    the head train, as a plain `TextClassifier` after ``freeze_to(model, -3)`` and as a
+    `CachedBottomClassifier(model, 2)` made from the same weights. Seconds per step
+    (as in (b), Adam over the trainable parameters, after a warm-up pass that fills the
+    cache) and seconds to predict 400 validation snippets (``predict_texts``, cache
+    warm); the two models' predictions on those snippets, before training, must agree.
 
-Nothing fails: timings belong here, not in unit tests.
+Nothing fails but (e)'s check that both models did the same work: timings belong
+here, not in unit tests.
 """
 
 from __future__ import annotations
@@ -47,14 +54,16 @@ import torch
 import torch.nn.functional as F
 from bench_fit import interleaved
 
+from transferkit.cached_bottom import CachedBottomClassifier, bottom_cache_info, clear_bottom_cache
 from transferkit.data import few_labels
 from transferkit.device import pick_device, seed_everything
 from transferkit.finetune import fine_tune
-from transferkit.freezing import freeze, unfreeze
+from transferkit.freezing import freeze, freeze_to, unfreeze
 from transferkit.heads import TextClassifier
 from transferkit.lora import add_lora
 from transferkit.text import encode, load_text_model, token_ids
 from transferkit.text_data import reviews_splits
+from transferkit.text_methods import predict_texts
 from transferkit.train import evaluate
 
 MEMORY_BUDGET = 2 * 2**30
@@ -68,7 +77,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=256, help="snippets encoded in (a), (c)")
     parser.add_argument("--steps", type=int, default=5, help="fine-tuning steps per repeat")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--parts", default="abcd", help="which of (a) … (d) to run")
+    parser.add_argument("--parts", default="abcde", help="which of (a) … (e) to run")
     parser.add_argument("--epochs", type=int, default=None, help="(ignored; course.py bench)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--lesson-memory", action="store_true", help=argparse.SUPPRESS)
@@ -199,6 +208,8 @@ def main() -> None:
         print(f"(d) load + fine-tune (full, 256 snippets, 1 epoch) + evaluate (500): peak RSS "
               f"{lesson['peak'] / 2**30:.2f} GiB ({verdict} 2 GiB), {lesson['seconds']:.0f} s, "
               f"accuracy {lesson['accuracy']:.3f}")
+    if "e" in args.parts:
+        cached_bottom(args, model, tokenizer, device)
 
 
 def encoding(args, text_model, texts, device) -> None:
@@ -249,6 +260,46 @@ def cache_speedup(text_model, texts) -> None:
         t2 = time.perf_counter()
     print(f"(c) cache: first run {t1 - t0:.2f} s, re-run {t2 - t1:.3f} s: "
           f"{(t1 - t0) / (t2 - t1):.0f}x faster")
+
+
+def cached_bottom(args, model, tokenizer, device) -> None:
+    """(e) partial fine-tuning (top 2 blocks + head), plain against the bottom cached."""
+    clear_bottom_cache()
+    seed_everything(0)
+    base = TextClassifier(copy.deepcopy(model), 2)
+    nets = {"plain (freeze_to -3)": freeze_to(copy.deepcopy(base), -3),
+            "cached bottom (k=2)": CachedBottomClassifier(base, 2)}
+    ids = token_ids(tokenizer, reviews_splits().val.x[:400])
+    predicts = {name: (lambda net=net: predict_texts(net, ids, tokenizer.pad_token_id))
+                for name, net in nets.items()}
+    predictions = {name: run() for name, run in predicts.items()}  # warm-up: fills the cache
+    predict_times = interleaved(predicts, args.repeats, device, setup=lambda name: None)
+    x, y = batch_of_reviews(tokenizer, args.batch_size, device)
+    models = {name: (net, torch.optim.Adam([p for p in net.parameters() if p.requires_grad],
+                                           lr=1e-4)) for name, net in nets.items()}
+    steps = {name: (lambda m=m: [step(*m, x, y) for _ in range(args.steps)])
+             for name, m in models.items()}
+    interleaved(steps, 1, device, setup=lambda name: None)  # warm-up: fills the cache
+    step_times = interleaved(steps, args.repeats, device, setup=lambda name: None)
+    plain_step, plain_predict = (statistics.median(t["plain (freeze_to -3)"])
+                                 for t in (step_times, predict_times))
+    print(f"(e) partial fine-tuning, top 2 of 6 blocks + head, batch {args.batch_size}: "
+          f"the frozen bottom run every time or once")
+    print(f"  {'variant':<20} {'trainable':>11} {'ms/step':>8} {'vs plain':>9} "
+          f"{'predict 400':>12} {'vs plain':>9}")
+    for name, net in nets.items():
+        per_step = statistics.median(step_times[name]) / args.steps
+        predict = statistics.median(predict_times[name])
+        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        print(f"  {name:<20} {n:>11,} {1e3 * per_step:8.0f} "
+              f"{per_step / (plain_step / args.steps):8.2f}x {predict:10.2f} s "
+              f"{predict / plain_predict:8.2f}x")
+    plain, cached = predictions.values()
+    same = int((plain == cached).sum())
+    info = bottom_cache_info()
+    print(f"  same predictions (before training, eval mode): {same}/{len(ids)}; bottom cache "
+          f"{info['rows']} rows, {info['bytes']:,} bytes ({mib(info['bytes'])})")
+    assert same == len(ids), "the cached and the plain model predict differently"
 
 
 if __name__ == "__main__":
