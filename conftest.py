@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 DEFAULT_BUDGET_S = 60.0
-BUDGET_S = {"04": 90.0, "05": 120.0, "06": 120.0, "07": 180.0}  # by lesson number; others get the default
+# by lesson number; others get the default
+BUDGET_S = {"04": 90.0, "05": 120.0, "06": 120.0, "07": 180.0}
 COURSE_BUDGET_S = 8 * 60.0
 # Calibration: lessons whose work is fixed, and their nbval seconds on the reference machine
 # (README, "Performance and timings", 2026-11-23).
