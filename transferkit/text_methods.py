@@ -50,7 +50,6 @@ from torch import nn
 from .cached_bottom import CachedBottomClassifier
 from .data import Data
 from .device import model_device, seeded
-from .freezing import freeze
 from .heads import TextClassifier
 from .lora import add_lora
 from .modes import eval_mode
@@ -286,8 +285,7 @@ def prepare(net: TextClassifier, strategy: str, *, k: int = 2, r: int = 8,
         raise ValueError(f"strategy must be one of {TRANSFORMER_STRATEGIES}, got {strategy!r}.")
     if strategy == "partial":
         return CachedBottomClassifier(net, k)
-    if strategy == "lora":
-        freeze(net.encoder)
+    if strategy == "lora":  # add_lora freezes everything but the adapters and the head
         add_lora(net, r=r, alpha=alpha, targets=("query", "value"))
     return net
 
