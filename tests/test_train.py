@@ -9,6 +9,7 @@ from transferkit import plots
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import model_device
 from transferkit.train import (
+    OPTIMIZERS,
     Callback,
     EarlyStopping,
     FitState,
@@ -16,6 +17,7 @@ from transferkit.train import (
     eval_mode,
     evaluate,
     fit,
+    fused_optimizer,
     predict,
 )
 
@@ -319,3 +321,35 @@ def test_the_device_of_a_model_made_of_buffers_is_where_its_buffers_are():
 def test_live_plot_is_a_callback_now_and_the_old_flag_says_so(splits):
     with pytest.raises(ValueError, match=r"callbacks=\[transferkit.widgets.LivePlot\(\)\]"):
         fit(mlp(), splits.train, epochs=1, progress=False, live_plot=True)
+
+
+class _Fused(Callback):
+    def on_train_begin(self, state):
+        self.fused = state.optimizer.defaults.get("fused")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_named_optimizers_run_fused_and_train_as_torchs_plain_ones(splits, name):
+    weights, fused = [], []
+    for optimizer in (name, functools.partial(OPTIMIZERS[name][0], foreach=False)):
+        torch.manual_seed(1)
+        model, seen = mlp(), _Fused()
+        fit(model, splits.train, epochs=2, lr=1e-2, optimizer=optimizer, weight_decay=1e-3,
+            progress=False, seed=5, callbacks=[seen])
+        weights.append(model[0].weight.detach().clone())
+        fused.append(seen.fused)
+    assert fused == [True, None]  # the name: fused; a class you pass: as you built it
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(weights[0], mlp()[0].weight)  # it trained
+
+
+def test_fused_optimizer_only_fuses_what_torch_can():
+    on_cpu = nn.Parameter(torch.ones(3))
+    groups = [{"params": [on_cpu], "lr": 0.1}, {"params": [nn.Parameter(torch.ones(2))]}]
+    assert fused_optimizer(torch.optim.AdamW, groups, lr=1e-3).defaults["fused"] is True
+    assert len(fused_optimizer(torch.optim.AdamW, groups, lr=1e-3).param_groups) == 2
+    meta = nn.Parameter(torch.ones(3, device="meta"))
+    assert not fused_optimizer(torch.optim.Adam, [meta]).defaults.get("fused")
+    assert not fused_optimizer(torch.optim.RMSprop, [on_cpu]).defaults.get("fused")
+    chosen = fused_optimizer(torch.optim.Adam, [on_cpu], foreach=True).defaults
+    assert chosen["foreach"] is True and not chosen.get("fused")  # your choice stands

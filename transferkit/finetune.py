@@ -25,6 +25,7 @@ They are all importable from here too. This module adds what is built on them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -55,7 +56,15 @@ from .freezing import (
 from .heads import Classifier, feature_size, find_head, replace_head, without_head
 from .layers import LayerGroup, layer_groups
 from .modes import eval_mode
-from .train import OPTIMIZERS, History, as_xy, epochs_for_steps, fit, untrained_parameters
+from .train import (
+    OPTIMIZERS,
+    History,
+    as_xy,
+    epochs_for_steps,
+    fit,
+    fused_optimizer,
+    untrained_parameters,
+)
 
 STRATEGIES = ("scratch", "linear_probe", "full", "partial", "gradual", "discriminative",
               "lp_ft")
@@ -192,7 +201,7 @@ def _optimizer_class(optimizer: Any) -> Callable[..., torch.optim.Optimizer]:
         if optimizer.lower() not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)} "
                              "or a torch.optim class.")
-        return OPTIMIZERS[optimizer.lower()][0]
+        return functools.partial(fused_optimizer, OPTIMIZERS[optimizer.lower()][0])
     if isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):
         raise TypeError("fine_tune builds an optimizer per stage: pass a name ('adam') or a "
                         "torch.optim class / functools.partial, not an optimizer instance.")

@@ -55,7 +55,7 @@ from .lora import add_lora
 from .modes import eval_mode
 from .text import TextModel, encode, token_ids, zero_shot_scores
 from .text_data import check_texts
-from .train import epochs_for_steps, fit
+from .train import epochs_for_steps, fit, fused_optimizer
 
 TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
 
@@ -315,10 +315,10 @@ def transformer_method(table: EmbeddingTable, strategy: str, *, steps: int = 8,
             trained = prepare(net, strategy, k=k, r=r, alpha=alpha)
             head = {id(p) for p in net.head.parameters()}
             body = [p for p in trained.parameters() if p.requires_grad and id(p) not in head]
-            # foreach=False: one tensor at a time, no temporary copy of every parameter
-            optimizer = torch.optim.AdamW([{"params": body, "lr": lr},
-                                           {"params": list(net.head.parameters()),
-                                            "lr": head_lr}], foreach=False)
+            # fused: one kernel per tensor, no temporary copy of every parameter
+            optimizer = fused_optimizer(torch.optim.AdamW, [
+                {"params": body, "lr": lr}, {"params": list(net.head.parameters()),
+                                             "lr": head_lr}])
             ids = token_ids(tokenizer, train.x, max_length=max_length)
             fit(trained, (ids, train.y), epochs=epochs_for_steps(len(train), batch_size, steps),
                 optimizer=optimizer, batch_size=batch_size, seed=seed, progress=False)

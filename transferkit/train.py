@@ -62,6 +62,20 @@ OPTIMIZERS = {  # name -> (class, default learning rate)
 }
 
 
+def fused_optimizer(cls: type, params: Any, **options: Any) -> torch.optim.Optimizer:
+    """``cls(params, **options)``, fused where torch can: for Adam, AdamW and SGD with
+    every parameter a float tensor on the CPU or a CUDA GPU, each tensor's update is
+    one kernel instead of about ten small operations (the same numbers to rounding; a
+    tiny network's training step about a fifth faster on one CPU thread)."""
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    if (cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) and "fused" not in options
+            and "foreach" not in options and all(
+                t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)):
+        options["fused"] = True
+    return cls(params, **options)
+
+
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -128,7 +142,8 @@ def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_d
             raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)},"
                              " a torch.optim class or an optimizer instance.")
         cls, default_lr = OPTIMIZERS[optimizer.lower()]
-        return cls(params, lr=default_lr if lr is None else lr, weight_decay=weight_decay)
+        return fused_optimizer(cls, params, lr=default_lr if lr is None else lr,
+                               weight_decay=weight_decay)
     if callable(optimizer):  # a class or functools.partial(torch.optim.SGD, momentum=0.9)
         kwargs = {"weight_decay": weight_decay} if weight_decay else {}
         return optimizer(params, lr=1e-3 if lr is None else lr, **kwargs)
@@ -495,6 +510,6 @@ def predict(
 
 __all__ = [
     "OPTIMIZERS", "Callback", "EarlyStopping", "FitState", "History", "as_xy", "epoch_batches",
-    "epochs_for_steps", "eval_mode", "evaluate", "fit", "load_checkpoint", "module_modes",
-    "predict", "restore_modes", "save_checkpoint", "untrained_parameters",
+    "epochs_for_steps", "eval_mode", "evaluate", "fit", "fused_optimizer", "load_checkpoint",
+    "module_modes", "predict", "restore_modes", "save_checkpoint", "untrained_parameters",
 ]
