@@ -71,6 +71,40 @@ def test_lab_dry_run_syncs_and_prints_the_address(tmp_path, capsys, monkeypatch)
     assert overrides == cli.LAB_SETTINGS
 
 
+def test_jupyterlab_starts_with_kernels_that_wait_without_spinning(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test
+    monkeypatch.chdir(tmp_path)
+    started = {}
+
+    def execv(path, command):  # instead of becoming JupyterLab
+        started.update(command=command, env=dict(os.environ))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execv", execv)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: execv(None, command))
+    with pytest.raises(SystemExit):
+        cli.main(["lab", "--no-browser", "--lessons", str(ROOT / "lessons"),
+                  "--workdir", str(tmp_path / "mine")])
+    assert "lab" in started["command"] and started["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_your_own_openmp_setting_wins():
+    assert cli.kernel_environment({"PATH": "/bin"}) == {"PATH": "/bin",
+                                                        "OMP_WAIT_POLICY": "PASSIVE"}
+    assert cli.kernel_environment({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_the_test_command_and_binder_give_kernels_the_same_environment():
+    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
+    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    assert namespace["KERNEL_ENV"] == cli.KERNEL_ENV
+    start = ROOT / "binder" / "start"
+    assert os.access(start, os.X_OK) and start.read_text().rstrip().endswith('exec "$@"')
+    for name, value in cli.KERNEL_ENV.items():
+        assert f'export {name}="${{{name}:-{value}}}"' in start.read_text()
+
+
 def test_lab_settings_go_into_the_environment_and_keep_other_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
     path = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
