@@ -348,6 +348,8 @@ def test_fused_optimizer_only_fuses_what_torch_can():
     groups = [{"params": [on_cpu], "lr": 0.1}, {"params": [nn.Parameter(torch.ones(2))]}]
     assert fused_optimizer(torch.optim.AdamW, groups, lr=1e-3).defaults["fused"] is True
     assert len(fused_optimizer(torch.optim.AdamW, groups, lr=1e-3).param_groups) == 2
+    lazy = [{"params": iter([on_cpu])}]  # a group's parameters may come as an iterator
+    assert fused_optimizer(torch.optim.Adam, lazy).param_groups[0]["params"] == [on_cpu]
     meta = nn.Parameter(torch.ones(3, device="meta"))
     assert not fused_optimizer(torch.optim.Adam, [meta]).defaults.get("fused")
     assert not fused_optimizer(torch.optim.RMSprop, [on_cpu]).defaults.get("fused")

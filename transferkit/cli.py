@@ -27,6 +27,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def kernel_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+def kernel_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with `KERNEL_ENV`'s settings added where ``environ`` has none."""
     return {**KERNEL_ENV, **environ}
 

@@ -67,7 +67,7 @@ def fused_optimizer(cls: type, params: Any, **options: Any) -> torch.optim.Optim
     every parameter a float tensor on the CPU or a CUDA GPU, each tensor's update is
     one kernel instead of about ten small operations (the same numbers to rounding; a
     tiny network's training step about a fifth faster on one CPU thread)."""
-    params = list(params)
+    params = [dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params]
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     if (cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) and "fused" not in options
             and "foreach" not in options and all(
