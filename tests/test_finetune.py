@@ -558,7 +558,8 @@ def test_finetune_method_in_a_label_budget_study(digits):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_linear_probe_keeps_head_and_backbone_on_one_device(digits):
     model = pretrained_classifier()
-    fine_tune(model, digits.train, digits.val, strategy="linear_probe", epochs=1, progress=False)
+    fine_tune(model, digits.train, digits.val, strategy="linear_probe", epochs=1, progress=False,
+              device="cuda")  # the tests set TRANSFERKIT_DEVICE=cpu: ask for the GPU
     assert {p.device.type for p in model.parameters()} == {"cuda"}
 
 

@@ -310,8 +310,7 @@ def test_zero_shot_beats_the_majority_class(minilm, tmp_path):
     assert min(scores["recall_rotten"], scores["recall_fresh"]) > 0.4, scores
 
 
-@pytest.mark.skipif(os.environ.get("TRANSFERKIT_DEVICE", "") == "cpu"
-                    or not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_encoding_on_the_gpu_matches_the_cpu(minilm):
     texts = ["A gem.", "Two hours I will not get back."]
     on_cpu = encode(minilm, texts, cache=False)

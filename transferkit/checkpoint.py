@@ -92,10 +92,10 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "model": model.state_dict(),
+        "model": _on_cpu(model.state_dict()),
         "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
         "frozen_bn_stats": _frozen_bn_stats(model),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": _on_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "meta": dict(meta or {}),
         "torch_version": str(torch.__version__),
     }
@@ -110,6 +110,21 @@ def save_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it copied to the CPU: a file saved on a GPU loads on a
+    laptop, and holds plain tensors (`transferkit.device`'s rule 3)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, _on_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state dict's module versions
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def _frozen_bn_stats(model: nn.Module) -> list[str]:

@@ -250,7 +250,9 @@ def _warp(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Te
     """Rotate each image by ``angle`` (radians, counter-clockwise) about its centre and
     move it by ``shift`` (pixels, (dx, dy)); pixels from outside the image are 0."""
     images = _as_images(x).float()
-    size = torch.tensor(images.shape[-1:-3:-1], dtype=torch.float32)  # (W, H)
+    # the sampling grid is made where the images are (a GPU's images, a GPU's grid)
+    angle, shift = angle.to(images.device), shift.to(images.device)
+    size = torch.tensor(images.shape[-1:-3:-1], dtype=torch.float32, device=images.device)
     c, s = torch.cos(angle), torch.sin(angle)
     t = -2 * shift / size  # affine_grid maps output → input, in [-1, 1] units
     theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)

@@ -1,15 +1,41 @@
 """Where tensors live, and how to make a run repeatable.
 
-`pick_device()` chooses the fastest device this machine has: an NVIDIA GPU
-(CUDA), then an Apple GPU (MPS), then the CPU. Set the environment variable
-``TRANSFERKIT_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) to override it,
-for example to compare a CPU run with a GPU run of the same lesson.
+**The device rule.** Every function in transferkit keeps these four rules, so a
+notebook written on a laptop runs unchanged on a GPU:
 
-`model_device(model)` says where a model's weights already are.
+1. *Training picks the device, and the model stays there.* `fit` (and all that
+   trains through it: `fine_tune`, `pretrain`, the methods of a study) trains on
+   the ``device=`` you give, else on `pick_device()`: an NVIDIA GPU (CUDA), then
+   an Apple GPU (MPS), then the CPU. It moves the model and the data there and
+   leaves the model there afterwards. `load_text_model` puts the model it loads
+   on the same device.
+2. *Everything else runs where the model is.* A function that takes a model
+   (`evaluate`, `predict`, `extract_features`, `encode`, `zero_shot`,
+   `attention_maps`, `predict_top`, `reconstruction_error` …) runs it on
+   `model_device(model)` and moves your inputs there itself: your tensors may be
+   anywhere.
+3. *Results come back on the CPU.* Predictions, features, text vectors, scores and
+   measurements are CPU tensors or plain numbers, whatever device computed them,
+   ready for NumPy, scikit-learn, plots and caches.
+4. *What the library builds joins what it builds on.* Layers it adds to a model (a
+   `Classifier`'s head, a replaced head, LoRA's matrices) are created on that
+   model's device; functions from tensors to tensors (`rotate`, `translate`,
+   `random_affine`, `mean_pool` …) return their result on their input's device.
+
+So you never write ``.to(device)`` yourself, and a model you call directly
+(``model(x)``) after `fit` wants ``x`` on `model_device(model)`, as in plain PyTorch.
+
+**Forcing the CPU.** Set the environment variable ``TRANSFERKIT_DEVICE=cpu``
+before starting Python or JupyterLab (``TRANSFERKIT_DEVICE=cpu python3 course.py
+lab``), or pass ``device="cpu"`` to `fit`, `fine_tune` or `load_text_model`.
+``TRANSFERKIT_DEVICE`` also takes ``cuda``, ``cuda:1`` and ``mps``, e.g. to compare
+a CPU run of a lesson with a GPU run.
+
+`pick_device()` is that choice; `model_device(model)` says where a model's
+weights already are.
 
 `seed_everything(seed)` seeds Python's, NumPy's and PyTorch's random number
-generators so that two runs with the same seed give the same numbers.
-"""
+generators so that two runs with the same seed give the same numbers."""
 
 from __future__ import annotations
 

@@ -49,13 +49,13 @@ from torch import nn
 
 from .cached_bottom import CachedBottomClassifier
 from .data import Data
-from .device import model_device, seeded
+from .device import model_device, pick_device, seeded
 from .heads import TextClassifier
 from .lora import add_lora
 from .modes import eval_mode
 from .text import TextModel, encode, token_ids, zero_shot_scores
 from .text_data import check_texts
-from .train import epochs_for_steps, fit, fused_optimizer
+from .train import epochs_for_steps, fit, fused_optimizer, predict
 
 TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
 
@@ -223,10 +223,9 @@ def probe_method(table: EmbeddingTable, **probe_options: Any) -> Method:
         head = train_probe(table.vectors(train.x), train.y, n_classes, seed=seed,
                            **probe_options)
 
-        def predict(texts: list[str]) -> torch.Tensor:
-            with torch.no_grad():
-                return head(table.vectors(texts)).argmax(1)
-        return TextPredictor(predict, head, {"trainable_params": sum(
+        def predict_labels(texts: list[str]) -> torch.Tensor:
+            return predict(head, table.vectors(texts))  # on the head's device, back on the CPU
+        return TextPredictor(predict_labels, head, {"trainable_params": sum(
             p.numel() for p in head.parameters())})
 
     method.__name__ = "frozen + probe"
@@ -312,7 +311,8 @@ def transformer_method(table: EmbeddingTable, strategy: str, *, steps: int = 8,
         start = time.perf_counter()
         with seeded(seed):  # the same head, batches and dropout for a seed: reproducible
             net = text_classifier(table, train, seed=seed, probe_first=probe_first)
-            trained = prepare(net, strategy, k=k, r=r, alpha=alpha)
+            # on the device fit trains on before the optimizer is built over its parameters
+            trained = prepare(net, strategy, k=k, r=r, alpha=alpha).to(pick_device())
             head = {id(p) for p in net.head.parameters()}
             body = [p for p in trained.parameters() if p.requires_grad and id(p) not in head]
             # fused: one kernel per tensor, no temporary copy of every parameter
