@@ -4,6 +4,7 @@
     python3 course.py lab     # JupyterLab on your copy of the lessons (my-lessons/)
     python3 course.py test    # unit tests, every lesson end to end, the browser test
     python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning, a CNN, text
+    python3 course.py gpu-check   # every lesson on this machine's GPU: device, seconds, errors
 
 Both create (or reuse) a virtual environment in .venv/ and install the course
 into it; nothing else on your machine is touched. Needs only Python 3.10+ and
@@ -122,8 +123,16 @@ def bench(args: list[str]) -> int:
     return status
 
 
+def gpu_check(args: list[str]) -> int:
+    """Every lesson executed on this machine's accelerator (tools/gpu_check.py says more)."""
+    ensure_venv(set())
+    command = [PYTHON, ROOT / "tools" / "gpu_check.py", *args]
+    say(" ".join(str(c) for c in command))
+    return subprocess.call([str(c) for c in command], cwd=ROOT)
+
+
 def main(argv: list[str]) -> int:
-    commands = {"lab": lab, "test": test, "bench": bench}
+    commands = {"lab": lab, "test": test, "bench": bench, "gpu-check": gpu_check}
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2

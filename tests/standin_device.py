@@ -21,9 +21,10 @@ to something other than ``cpu`` by the test) answers ``meta`` while it is active
 library code that picks "the fastest device" picks the stand-in, as it would pick CUDA.
 
 Every operation goes through Python here, so it is 10–100× slower than the CPU: for
-tests on small models. One difference from a GPU: ``torch.inference_mode()`` acts as
-``torch.no_grad()`` while the stand-in is active (a view of an inference tensor cannot be
-wrapped); what it computes is the same.
+tests on small models. Two differences from a GPU, neither in what is computed:
+``torch.inference_mode()`` acts as ``torch.no_grad()`` while the stand-in is active (a
+view of an inference tensor cannot be wrapped), and ``torch.Generator(device=...)`` on the
+stand-in is a CPU generator (it draws the CPU's numbers).
 """
 
 from __future__ import annotations
@@ -91,6 +92,23 @@ class OnStandIn(torch.Tensor):
 _ACTIVE: list[StandInAccelerator] = []
 
 
+class _Generator(torch.Generator):
+    """``torch.Generator(device=<the stand-in>)``: a CPU generator that says it is there."""
+
+    def __new__(cls, device=None):
+        on = _on_standin(device)
+        generator = super().__new__(cls, device="cpu" if on else (device or "cpu"))
+        generator.on_standin = on
+        return generator
+
+    def __init__(self, device=None):
+        pass
+
+    @property
+    def device(self):
+        return STANDIN if self.on_standin else super().device
+
+
 class _FromData(TorchFunctionMode):
     """``torch.tensor(data, device=...)`` copies on the CPU below the dispatcher's modes:
     make it on the CPU, then move it, so it lands on the stand-in as it lands on a GPU."""
@@ -144,6 +162,8 @@ class StandInAccelerator(TorchDispatchMode):
                     module.pick_device = pick_device
         self._inference_mode = torch.inference_mode
         torch.inference_mode = _inference_as_no_grad
+        self._generator = torch.Generator
+        torch.Generator = _Generator
         self._from_data = _FromData()
         self._from_data.__enter__()
         return super().__enter__()
@@ -151,6 +171,7 @@ class StandInAccelerator(TorchDispatchMode):
     def __exit__(self, *exc):
         self._from_data.__exit__(*exc)
         torch.inference_mode = self._inference_mode
+        torch.Generator = self._generator
         for module, name, original in self._patched:
             setattr(module, name, original)
         self._patched.clear()

@@ -134,6 +134,22 @@ def test_fit_makes_no_transfer_or_sync_per_step(accelerator, digits):
     assert syncs_3 - syncs_1 <= 2 * 3 < steps_per_epoch
 
 
+@pytest.mark.parametrize("corruption", [dict(noise=0.2), dict(mask=0.3),
+                                        dict(augment=data.random_affine)])
+def test_denoising_and_augmenting_draw_their_noise_on_the_device(accelerator, digits,
+                                                                  corruption):
+    """Lesson 03 on a GPU: noise drawn on the CPU was copied over in every step (a pageable
+    copy makes the CPU wait for the GPU)."""
+    needs_counts(accelerator)
+    counts = []
+    for epochs in (1, 3):
+        accelerator.reset_counts()
+        autoencoder.pretrain(autoencoder.Autoencoder((64, 16, 2)), digits[0].x, epochs=epochs,
+                             batch_size=16, progress=False, **corruption)
+        counts.append(sum(accelerator.transfers.values()))
+    assert counts[1] - counts[0] <= 2 < len(digits[0]) // 16  # per epoch, not per step
+
+
 @pytest.mark.parametrize("strategy", finetune.STRATEGIES)
 def test_every_fine_tuning_strategy_leaves_the_whole_model_on_one_device(accelerator, digits,
                                                                         strategy):

@@ -246,11 +246,14 @@ def corrupt(
         raise ValueError(f"noise must be ≥ 0 and mask in [0, 1); got noise={noise}, mask={mask}.")
     if clip is not None and not clip[0] < clip[1]:
         raise ValueError(f"clip must be (low, high) with low < high, or None; got {clip}.")
+    # drawn where the generator is (torch's global one: where x is), so on a GPU the
+    # noise is made there, without a copy from the CPU in every training step
+    where = dict(generator=generator, device=generator.device if generator else x.device)
     out = x
     if noise:
-        out = out + noise * torch.randn(x.shape, generator=generator).to(x.device)
+        out = out + noise * torch.randn(x.shape, **where).to(x.device)
     if mask:
-        keep = torch.rand(x.shape, generator=generator).to(x.device) >= mask
+        keep = torch.rand(x.shape, **where).to(x.device) >= mask
         out = out * keep
     return out if clip is None else out.clamp(*clip)
 
@@ -304,12 +307,16 @@ def pretrain(
                               "Choose another name, or pass overwrite=True.")
     transform = None
     if noise or mask or augment is not None:
-        generator = torch.Generator().manual_seed(seed)
+        generators: dict[torch.device, torch.Generator] = {}
 
         def transform(xb: torch.Tensor) -> torch.Tensor:
             if augment is not None:
                 xb = augment(xb)
-            return corrupt(xb, noise, mask, generator, clip) if (noise or mask) else xb
+            if not (noise or mask):
+                return xb
+            if xb.device not in generators:  # on the device fit trains on: no copies
+                generators[xb.device] = torch.Generator(device=xb.device).manual_seed(seed)
+            return corrupt(xb, noise, mask, generators[xb.device], clip)
 
     history = fit(model, (x, x), val_pair, epochs=epochs, lr=lr, batch_size=batch_size,
                   loss="mse", early_stopping=early_stopping, seed=seed, progress=progress,

@@ -252,10 +252,11 @@ def _warp(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Te
     images = _as_images(x).float()
     # the sampling grid is made where the images are (a GPU's images, a GPU's grid)
     angle, shift = angle.to(images.device), shift.to(images.device)
-    size = torch.tensor(images.shape[-1:-3:-1], dtype=torch.float32, device=images.device)
+    height, width = images.shape[-2:]
     c, s = torch.cos(angle), torch.sin(angle)
-    t = -2 * shift / size  # affine_grid maps output → input, in [-1, 1] units
-    theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)
+    # affine_grid maps output → input, in [-1, 1] units
+    tx, ty = -2 * shift[:, 0] / width, -2 * shift[:, 1] / height
+    theta = torch.stack([torch.stack([c, -s, tx], 1), torch.stack([s, c, ty], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False).reshape(x.shape)
 
@@ -271,7 +272,8 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     torch.Size([5, 64])
     """
     n = len(x)
-    return _warp(x, torch.full((n,), math.radians(degrees)), torch.zeros(n, 2))
+    return _warp(x, torch.full((n,), math.radians(degrees), device=x.device),
+                 torch.zeros(n, 2, device=x.device))
 
 
 def invert(x: torch.Tensor) -> torch.Tensor:
@@ -286,7 +288,9 @@ def invert(x: torch.Tensor) -> torch.Tensor:
 def translate(x: torch.Tensor, dx: float = 1, dy: float = 0) -> torch.Tensor:
     """Every image moved ``dx`` pixels right and ``dy`` down (zeros come in)."""
     n = len(x)
-    return _warp(x, torch.zeros(n), torch.tensor([[float(dx), float(dy)]]).expand(n, 2))
+    shift = torch.empty(n, 2, device=x.device)
+    shift[:, 0], shift[:, 1] = float(dx), float(dy)
+    return _warp(x, torch.zeros(n, device=x.device), shift)
 
 
 def random_affine(x: torch.Tensor, degrees: float = 20.0, shift: float = 1.0,
@@ -294,8 +298,10 @@ def random_affine(x: torch.Tensor, degrees: float = 20.0, shift: float = 1.0,
     """Each image rotated by a random angle in [−degrees, degrees] and moved by up to
     ``shift`` pixels each way: data augmentation (e.g. for `pretrain`'s ``augment=``)."""
     n = len(x)
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    moves = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
+    # drawn where the generator is (torch's global one: where x is): no copy per batch
+    where = dict(generator=generator, device=generator.device if generator else x.device)
+    angle = (torch.rand(n, **where) * 2 - 1) * math.radians(degrees)
+    moves = (torch.rand(n, 2, **where) * 2 - 1) * shift
     return _warp(x, angle, moves)
 
 
