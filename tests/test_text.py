@@ -2,7 +2,6 @@
 zero-shot prompting. Most tests use a tiny random BERT built here (with the real
 MiniLM tokenizer); a few load the real MiniLM once for the module."""
 
-import os
 import shutil
 import sys
 import warnings
