@@ -14,6 +14,7 @@ from transferkit.schedules import (
     constant,
     cosine,
     get_schedule,
+    linear,
     one_cycle,
     slanted_triangular,
     step_decay,
@@ -49,6 +50,16 @@ def test_cosine_without_warmup_is_cosineannealinglr(total):
     ours = _our_rates(cosine(final=0.01), total)
     theirs = _torch_rates(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=total, eta_min=0.1 * 0.01), total)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("total", "warmup"), [(10, 0.1), (64, 0.1), (37, 0.25), (20, 0.0)])
+def test_linear_gives_transformers_linear_schedule_with_warmup(total, warmup):
+    from transformers import get_linear_schedule_with_warmup
+
+    ours = _our_rates(linear(warmup), total)
+    theirs = _torch_rates(lambda opt: get_linear_schedule_with_warmup(
+        opt, num_warmup_steps=math.ceil(warmup * total), num_training_steps=total), total)
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 

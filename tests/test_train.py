@@ -355,3 +355,26 @@ def test_fused_optimizer_only_fuses_what_torch_can():
     assert not fused_optimizer(torch.optim.RMSprop, [on_cpu]).defaults.get("fused")
     chosen = fused_optimizer(torch.optim.Adam, [on_cpu], foreach=True).defaults
     assert chosen["foreach"] is True and not chosen.get("fused")  # your choice stands
+
+
+def test_step_curve_measures_every_few_steps_and_before_and_after(splits):
+    """A learning curve finer than one point per epoch: fit calls on_batch_end after every
+    optimizer step, and StepCurve measures the model then (and before the first step)."""
+    from transferkit.callbacks import StepCurve
+
+    model = nn.Sequential(nn.Linear(64, 10))
+    seen_modes = []
+
+    def measure(m):
+        seen_modes.append(m.training)
+        return {"val_accuracy": evaluate(m, splits.val)["accuracy"]}
+
+    curve = StepCurve(measure, every=5)
+    n = len(splits.train.x[:200])
+    fit(model, (splits.train.x[:200], splits.train.y[:200]), epochs=2, batch_size=32,
+        callbacks=[curve], progress=False)
+    steps = 2 * -(-n // 32)
+    assert [r["step"] for r in curve.rows] == sorted({0, *range(5, steps + 1, 5), steps})
+    assert curve.rows[-1]["val_accuracy"] > curve.rows[0]["val_accuracy"]
+    with pytest.raises(ValueError, match="every"):
+        StepCurve(measure, every=0)

@@ -1,9 +1,11 @@
 """What `fit` records, and the callbacks that watch it while it runs.
 
 * `History`: one row of measurements per epoch (loss, accuracy, validation loss …).
-* `FitState`: what a callback sees at the end of each epoch; setting ``stop``
-  ends training.
-* `Callback`: override ``on_train_begin``, ``on_epoch_end``, ``on_train_end``.
+* `FitState`: what a callback sees after each optimizer step and each epoch;
+  setting ``stop`` ends training.
+* `Callback`: override ``on_train_begin``, ``on_batch_end``, ``on_epoch_end``,
+  ``on_train_end``. `StepCurve` measures the model every few steps (a learning
+  curve finer than one point per epoch).
   `EarlyStopping` is one; the notebook's live plot
   (`transferkit.widgets.LivePlot`) is another, added from above:
   ``fit(model, train, val, callbacks=[LivePlot()])``. This way the training loop
@@ -62,7 +64,8 @@ class History:
 
 @dataclass
 class FitState:
-    """What a callback sees at the end of each epoch; set ``stop = True`` to end training."""
+    """What a callback sees after each optimizer step (``step``: how many so far) and at the
+    end of each epoch (``epoch``); set ``stop = True`` to end training."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -70,12 +73,15 @@ class FitState:
     epoch: int = 0
     epochs: int = 0
     stop: bool = False
+    step: int = 0
 
 
 class Callback:
     """Base class for callbacks: override the hooks you need."""
 
     def on_train_begin(self, state: FitState) -> None: ...
+
+    def on_batch_end(self, state: FitState) -> None: ...
 
     def on_epoch_end(self, state: FitState) -> None: ...
 
@@ -105,4 +111,37 @@ class EarlyStopping(Callback):
             state.history.stopped_early = True
 
 
-__all__ = ["Callback", "EarlyStopping", "FitState", "History"]
+class StepCurve(Callback):
+    """Measure the model every ``every`` optimizer steps, before the first and after the last.
+
+    ``measure(model)`` returns a dict of numbers (e.g. validation accuracy); the rows
+    ``{"step": s, **measure(model)}`` collect in ``curve.rows``. The model is measured
+    as it is (``measure`` decides about eval mode), and training resumes in the mode
+    it was in.
+    """
+
+    def __init__(self, measure, every: int = 10):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every is a number of optimizer steps (>= 1), got {every!r}.")
+        self.measure, self.every = measure, every
+        self.rows: list[dict[str, float]] = []
+
+    def _record(self, state: FitState) -> None:
+        if not self.rows or self.rows[-1]["step"] != state.step:
+            training = state.model.training
+            self.rows.append({"step": state.step, **self.measure(state.model)})
+            state.model.train(training)
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.rows = []
+        self._record(state)
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.step % self.every == 0:
+            self._record(state)
+
+    def on_train_end(self, state: FitState) -> None:
+        self._record(state)
+
+
+__all__ = ["Callback", "EarlyStopping", "FitState", "History", "StepCurve"]

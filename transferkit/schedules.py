@@ -13,6 +13,8 @@ others: the multiplier scales them all.
 ``constant()``                    1 all the way
 ``step_decay(at, gamma)``         × ``gamma`` at each fraction in ``at`` of the run (e.g. ½, ¾)
 ``cosine(warmup, final)``         optional linear warm-up, then half a cosine down to ``final``
+``linear(warmup)``                BERT's: a linear rise over the first ``warmup`` of the run, then a
+                                  straight line down to 0 (transformers' linear schedule)
 ``one_cycle(pct_start, div, …)``  Smith's one-cycle: cosine up from ``1/div`` to 1, then down to
                                   ``1/(div·final_div)`` (the same numbers as torch's `OneCycleLR`)
 ``slanted_triangular(cut, ratio)``  ULMFiT (Howard & Ruder 2018): a short linear rise over the
@@ -114,6 +116,26 @@ def cosine(warmup: float = 0.0, final: float = 0.0) -> Schedule:
     return Schedule(name, fn)
 
 
+def linear(warmup: float = 0.1) -> Schedule:
+    """BERT's schedule: a linear rise from 0 over the first ``warmup`` of the run, then
+    a straight line down to 0 at the end.
+
+    The numbers of transformers' ``get_linear_schedule_with_warmup`` with
+    ``num_warmup_steps = ⌈warmup · total⌉``, as its ``Trainer`` turns a
+    ``warmup_ratio`` into steps: the multiplier at step t is t / warm-up steps while
+    warming up, then (total − t) / (total − warm-up steps).
+    """
+    _fraction("warmup", warmup, high=0.5)
+
+    def fn(t: int, total: int) -> float:
+        ramp = math.ceil(warmup * total)
+        if t < ramp:
+            return t / max(1, ramp)
+        return max(0.0, (total - t) / max(1, total - ramp))
+
+    return Schedule("linear" + (f", warm-up {warmup:g}" if warmup else ""), fn)
+
+
 def _cosine_between(start: float, end: float, p: float) -> float:
     return end + (start - end) / 2 * (1 + math.cos(math.pi * p))
 
@@ -183,5 +205,5 @@ def get_schedule(schedule: str | Schedule | None) -> Schedule | None:
                      "call one of transferkit.schedules' functions, e.g. cosine(warmup=0.1).")
 
 
-__all__ = ["SCHEDULES", "Schedule", "constant", "cosine", "get_schedule", "one_cycle",
+__all__ = ["SCHEDULES", "Schedule", "constant", "cosine", "get_schedule", "linear", "one_cycle",
            "slanted_triangular", "step_decay"]

@@ -325,9 +325,11 @@ def fit(
         seed: seeds the shuffling of mini-batches (default: torch's global RNG,
             so `seed_everything` makes the whole run repeatable).
         progress: show a progress bar (a widget in Jupyter, text elsewhere).
-        callbacks: `Callback` objects called at the start, after every epoch
-            and at the end, e.g. ``transferkit.widgets.LivePlot()`` to draw the
-            curves in a notebook as they are measured.
+        callbacks: `Callback` objects called at the start, after every
+            optimizer step, after every epoch and at the end, e.g.
+            ``transferkit.widgets.LivePlot()`` to draw the curves in a notebook
+            as they are measured, or `transferkit.callbacks.StepCurve` to
+            measure the model every few steps.
         live_plot: replaced by ``callbacks=[transferkit.widgets.LivePlot()]``;
             ``True`` is refused with that advice.
         transform_inputs: a function applied to every training batch's inputs
@@ -418,6 +420,9 @@ def fit(
                     opt.step()
                 if scheduler is not None:
                     scheduler.step()
+                state.step += 1
+                for cb in callbacks:
+                    cb.on_batch_end(state)
                 total += batch_loss.detach() * len(idx)
                 if classify:
                     correct += (out.detach().argmax(dim=1) == yb).sum()
