@@ -6,6 +6,11 @@
     python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning, a CNN, text
     python3 course.py gpu-check   # every lesson on this machine's GPU: device, seconds, errors
 
+Your copy holds the student versions: every exercise waits for your answer, and
+transferkit.student.solution("NN.name") shows the course's answer when you ask.
+Instructors: `python3 course.py lab --instructor --workdir my-lessons-full` gives the
+full lessons, answers and instructor guide included.
+
 Both create (or reuse) a virtual environment in .venv/ and install the course
 into it; nothing else on your machine is touched. Needs only Python 3.10+ and
 access to PyPI. Run either command again at any time: the install is skipped
@@ -90,6 +95,7 @@ def ensure_chromium() -> None:
 
 
 def lab(args: list[str]) -> int:
+    """`transferkit lab` on my-lessons/: the student versions (`--instructor`: the full lessons)."""
     ensure_venv(set())
     command = [str(c) for c in [PYTHON, "-m", "transferkit.cli", "lab", "--lessons",
                                 ROOT / "lessons", "--workdir", ROOT / "my-lessons", *args]]

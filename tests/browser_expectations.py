@@ -1,8 +1,10 @@
 """What each lesson must show and do in a real JupyterLab (used by ``test_browser.py``).
 
 This is the one place where per-lesson browser expectations live. Every lesson in
-``lessons/`` is opened and run by the browser test whether or not it has an entry here
-(all code cells must execute and no output may be an error); an entry adds:
+``lessons/`` is opened and run by the browser test, as the learner gets it from
+``transferkit lab`` (the student version: each exercise's answer is ``...``), whether or not
+it has an entry here: all code cells must execute, no output may be an error, and every
+exercise's check must show ``NOT YET <name>: no answer yet`` (`unanswered`). An entry adds:
 
 * ``selectors``: CSS selectors (Playwright syntax) that must each match at least one
   visible element inside the notebook after all cells ran, e.g. ``".widget-slider"``;
@@ -44,6 +46,15 @@ PLOTLY_IMAGE = ".js-plotly-plot image"
 READOUT = ".transferkit-readout"
 # The tables of what each stage of a fine-tuning strategy trains (widgets.finetune_lab).
 STAGES = ".transferkit-stages"
+
+
+def unanswered(name: str) -> str:
+    """Selector of the output of ``check(name, ...)`` in a student version, before the learner
+    answers: the stub hands the check ``...``, and the check says NOT YET (`transferkit.checks`
+    shows the result as ``<div>NOT YET name: no answer yet: ...</div>``)."""
+    if '"' in name:
+        raise ValueError(f"name must not contain a double quote: {name!r}")
+    return f'.jp-OutputArea-output:has-text("NOT YET {name}: no answer yet")'
 
 
 def _label(description: str) -> str:

@@ -1,13 +1,15 @@
 """Open every lesson in a real JupyterLab in headless Chromium, run it, and poke its widgets.
 
-For each ``lessons/*.ipynb`` (run from a temporary copy, so the repository is never
-touched) the test opens the notebook in JupyterLab, runs all cells from the Run menu, waits
-for the kernel to finish, and asserts that every non-empty code cell executed and that
-nothing went wrong: no error output, no traceback, no widget that failed to render or
-reports a callback error, no uncaught exception in the page. Lessons listed in
-``browser_expectations.EXPECTATIONS`` must also show the listed widgets and respond to the
-listed interactions. A screenshot of each lesson is saved in the test's temporary
-directory and its path printed (see it with ``-s``).
+Each lesson is served as a learner gets it: the student copy that ``transferkit lab`` (and
+``course.py lab``, and Binder) writes into a temporary folder, so the repository is never
+touched (nbval runs the instructor's full lessons, answers included). For each one the test
+opens the notebook in JupyterLab, runs all cells from the Run menu, waits for the kernel to
+finish, and asserts that every non-empty code cell executed and that nothing went wrong: no
+error output, no traceback, no widget that failed to render or reports a callback error, no
+uncaught exception in the page; and that every exercise, not answered yet, shows its check's
+NOT YET. Lessons listed in ``browser_expectations.EXPECTATIONS`` must also show the listed
+widgets and respond to the listed interactions. A screenshot of each lesson is saved in the
+test's temporary directory and its path printed (see it with ``-s``).
 
 Needs Chromium at /usr/bin/chromium (or ``$TRANSFERKIT_CHROMIUM``); without it the test is
 skipped, except when ``$CI`` is set, where it fails. Playwright never downloads a browser
@@ -23,7 +25,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +39,17 @@ from pathlib import Path
 import pytest
 
 from transferkit.cli import install_lab_settings
+from transferkit.student import exercise_names, prepare_workspace
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
-    from browser_expectations import EXPECTATIONS, Interaction, LessonExpectation
+    from browser_expectations import EXPECTATIONS, Interaction, LessonExpectation, unanswered
 except ImportError:  # tests/ made a package
-    from tests.browser_expectations import EXPECTATIONS, Interaction, LessonExpectation
+    from tests.browser_expectations import (
+        EXPECTATIONS,
+        Interaction,
+        LessonExpectation,
+        unanswered,
+    )
 
 REPO = Path(__file__).resolve().parent.parent
 LESSONS_DIR = Path(os.environ.get("TRANSFERKIT_BROWSER_LESSONS") or REPO / "lessons").resolve()
@@ -183,12 +190,11 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def lab_server(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    """A JupyterLab on 127.0.0.1 serving a temporary copy of the lessons folder."""
+    """A JupyterLab on 127.0.0.1 serving the learner's copy of the lessons (the student
+    versions, as ``transferkit lab`` writes them), in a temporary folder."""
     base = tmp_path_factory.mktemp("jupyterlab")
-    root_dir = base / "lessons"
-    shutil.copytree(
-        LESSONS_DIR, root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.updated-*")
-    )
+    root_dir = base / "my-lessons"
+    assert prepare_workspace(LESSONS_DIR, root_dir)[0] == "student"
     install_lab_settings()  # the course's JupyterLab settings, as `transferkit lab` writes them
     settings_dir = base / "user-settings"
     for plugin, values in LAB_USER_SETTINGS.items():
@@ -477,6 +483,25 @@ def _check_selectors(page, lesson: str, expectation: LessonExpectation) -> None:
         )
 
 
+def _check_unanswered_exercises(page, lesson: str, root_dir: Path) -> None:
+    """Every exercise of the student copy, not answered yet, shows its check's NOT YET."""
+    names = exercise_names(json.loads((root_dir / lesson).read_text(encoding="utf-8")))
+    assert names, f"{lesson}: the student copy has no exercises"
+    panel = page.locator(NOTEBOOK_PANEL)
+    missing = []
+    for name in names:
+        try:
+            panel.locator(unanswered(name)).first.wait_for(state="visible", timeout=5_000)
+        except Exception:
+            missing.append(name)
+    if missing:
+        outputs = [_clip(t, 120) for t in panel.locator(".jp-OutputArea-output").all_inner_texts()]
+        raise AssertionError(
+            f"{lesson}: no 'NOT YET <name>: no answer yet' for {missing}; "
+            f"the notebook's outputs read: {outputs}"
+        )
+
+
 def _check_no_news_or_update_toast(page, lesson: str) -> None:
     """A first run without distractions: JupyterLab shows no "get notified about official
     Jupyter news?" question and no update notice (the course's settings turn both off)."""
@@ -580,6 +605,7 @@ def test_lesson_in_jupyterlab(lesson: str, lab_server: LabServer, chromium, tmp_
 
         errors = _error_outputs(page, page_errors)
         assert not errors, f"{lesson}: errors after Run All Cells:\n" + "\n".join(errors)
+        _check_unanswered_exercises(page, lesson, lab_server.root_dir)
 
         if expectation is not None:
             _check_selectors(page, lesson, expectation)

@@ -1,29 +1,41 @@
-"""Student versions of the lessons: answers out, checks in, a student's work never lost."""
+"""Student versions of the lessons: answers out, checks in, a student's work never lost.
+
+The student versions also run, every cell, in the browser test (tests/test_browser.py
+opens the copy `transferkit lab` gives a learner); here, nothing runs a whole lesson.
+"""
 
 from __future__ import annotations
 
+import ast
 import copy
+import hashlib
 import itertools
 import json
-import os
-import subprocess
-import sys
-import time
+import math
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
+import transferkit.text_checks  # noqa: F401  (registers lesson 07's checks)
 from transferkit import cli
+from transferkit.checks import check
 from transferkit.student import (
     BEGIN,
+    CODE_STUB,
     END,
-    STUB_MESSAGE,
     TAG,
+    exercise_names,
+    prepare_workspace,
+    solution,
     solution_regions,
     student_files,
     student_notebook,
+    workspace_kind,
     write_student_versions,
 )
+from transferkit.workspace import FULL, MANIFEST, STUDENT, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (ROOT / "lessons").glob("*.ipynb") if ".updated-" not in p.name)
@@ -82,7 +94,7 @@ def test_solution_becomes_an_indented_stub_and_the_check_stays():
         "# NBVAL_CHECK_OUTPUT",
         "for _ in range(1):",
         "    # YOUR CODE HERE",
-        f'    raise NotImplementedError("{STUB_MESSAGE}")',
+        "    x = ...",
         "check('00.x', x)",
     ]
     assert "secret_answer" not in json.dumps(out)
@@ -104,6 +116,23 @@ def test_several_regions_in_one_cell():
     lines = text(student_notebook(notebook(cell))["cells"][0]).splitlines()
     assert lines[0] == "a = 1" and lines[3] == "c = 3"
     assert lines.count("# YOUR CODE HERE") == 2 and "b = 2" not in lines and "d = 4" not in lines
+
+
+@pytest.mark.parametrize("source, stub", [
+    # the checked variable is set to ... so that the check runs and says NOT YET
+    (f"{BEGIN}\nhelper = 2\nanswer = helper * 21\n{END}\ncheck('00.x', answer)",
+     ["# YOUR CODE HERE", "answer = ..."]),
+    (f"{BEGIN}\nm = 2\n{END}\n{BEGIN}\nn = 3\n{END}\ncheck('00.x', m)\ncheck('00.y', n)",
+     ["# YOUR CODE HERE", "m = ...", "# YOUR CODE HERE", "n = ..."]),
+    # no variable to set: nbgrader's own stub
+    (f"{BEGIN}\nanswer = 42\n{END}\ncheck('00.x', answer + 0)", CODE_STUB),
+    (f"{BEGIN}\nhelper = 2\n{END}\nanswer = helper\ncheck('00.x', answer)",
+     [*CODE_STUB, "answer = helper"]),
+    (f"%time x = 1\n{BEGIN}\nanswer = 42\n{END}\ncheck('00.x', answer)", CODE_STUB),
+])
+def test_the_stub_sets_the_checked_variable_or_raises(source, stub):
+    lines = text(student_notebook(notebook(code_cell(source)))["cells"][0]).splitlines()
+    assert [line for line in lines if "check(" not in line and "%time" not in line] == stub
 
 
 @pytest.mark.parametrize("source, problem", [
@@ -224,86 +253,267 @@ def test_command_line(course, capsys):
     assert "00_a.ipynb is not a readable notebook" in capsys.readouterr().err
 
 
-# --- the student versions run: nbval ------------------------------------------------------
+# --- the learner's copy: what `transferkit lab` (and `course.py lab`) gives -----------------
 
 
-def expect_not_implemented(nb: dict) -> dict:
-    """For the test copy only: each exercise cell's reference output is the stub's error.
-
-    nbval's ``raises-exception`` tag only *allows* an error. With this reference
-    output and ``# NBVAL_CHECK_OUTPUT``, nbval compares ``ename`` and ``evalue``
-    (never the traceback), so an exercise cell that does not raise the stub's
-    ``NotImplementedError`` fails the run.
-    """
-    for cell in nb["cells"]:
-        if TAG in cell.get("metadata", {}).get("tags", []):
-            assert text(cell).startswith("# NBVAL_CHECK_OUTPUT"), text(cell)
-            cell["execution_count"] = 1
-            cell["outputs"] = [{"output_type": "error", "ename": "NotImplementedError",
-                                "evalue": STUB_MESSAGE, "traceback": []}]
-    return nb
+def exercise_pairs(path: Path):
+    """(lesson cell, student cell) for each exercise cell of the lesson at ``path``."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    out = student_notebook(nb, name=path.name)
+    return [(before, after) for before, after in zip(nb["cells"], out["cells"], strict=True)
+            if before["cell_type"] == "code" and solution_regions(text(before))]
 
 
-def run_nbval(notebooks: list[Path], cwd: Path) -> subprocess.CompletedProcess:
-    """nbval over ``notebooks`` in one pytest run, in this interpreter's kernel."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), TRANSFERKIT_DEVICE="cpu")
-    command = [sys.executable, "-m", "pytest", *map(str, notebooks), "--nbval-lax",
-               "--nbval-current-env", "--nbval-sanitize-with",
-               str(ROOT / "tests" / "nbval_sanitize.cfg"), "-p", "no:cacheprovider",
-               "-o", "console_output_style=classic", "-q"]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=1500)
+def answer_lines(cell: dict) -> list[str]:
+    lines = text(cell).splitlines()
+    return [line for b, e in solution_regions(text(cell)) for line in lines[b + 1:e]]
 
 
-def write_test_copies(nbs: dict[str, dict], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, nb in nbs.items():
-        (folder / name).write_text(json.dumps(expect_not_implemented(nb)))
-        paths.append(folder / name)
-    return paths
+def test_lab_gives_a_learner_no_answers_and_no_instructor_guide(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))  # not this venv's JupyterLab
+    mine = tmp_path / "my-lessons"
+    assert cli.main(["lab", "--dry-run", "--lessons", str(ROOT / "lessons"),
+                     "--workdir", str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert "exercises are open" in out and "solution(" in out and "--instructor" in out
+    assert not (mine / "INSTRUCTORS.md").exists()
+    assert read_manifest(mine).kind == STUDENT
+    exercises = 0
+    for path in LESSONS:
+        copied = json.loads((mine / path.name).read_text(encoding="utf-8"))
+        assert BEGIN not in json.dumps(copied), f"a solution marker in {path.name}"
+        for (lesson_cell, _), cell in zip(exercise_pairs(path), [
+                c for c in copied["cells"] if TAG in c["metadata"].get("tags", [])], strict=True):
+            answer = {line.strip() for line in answer_lines(lesson_cell)} - {""}
+            assert not answer & {line.strip() for line in text(cell).splitlines()}, path.name
+            assert cell["outputs"] == [], "a stored PASS would give the answer away"
+            exercises += 1
+    assert exercises >= 3 * len(LESSONS)
 
 
-def assert_ran(result: subprocess.CompletedProcess, ok: bool) -> None:
-    tail = (result.stdout + result.stderr)[-6000:]
-    assert (result.returncode == 0) == ok, f"nbval rc={result.returncode}:\n{tail}"
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_exercise_fails_its_check_until_answered_and_passes_with_the_answer(path):
+    """Cheap, without running the lesson: the stub hands its check ``...`` (NOT YET); with
+    the answer typed in, the cell is the lesson's own cell, whose stored PASS nbval compares
+    (``# NBVAL_CHECK_OUTPUT``) every time the tests run the lessons."""
+    for lesson_cell, cell in exercise_pairs(path):
+        (name,) = exercise_names({"cells": [cell]})
+        calls = [node for node in ast.walk(ast.parse(text(cell))) if isinstance(node, ast.Call)
+                 and getattr(node.func, "id", None) == "check"]
+        (variable,) = [call.args[1].id for call in calls]
+        lines = text(cell).splitlines()
+        stub = f"{variable} = ..."
+        assert [line.strip() for line in lines].count(stub) == 1, f"{name}: no stub {stub!r}"
+        namespace = {"check": check}
+        exec(f"{stub}\nresult = check({name!r}, {variable})", namespace)
+        result = namespace["result"]
+        assert not result and "no answer yet" in result.message, name
+
+        at = [line.strip() for line in lines].index(stub)
+        answered = lines[:at - 1] + answer_lines(lesson_cell) + lines[at + 1:]
+        regionless = [line for line in text(lesson_cell).splitlines()
+                      if line.strip() not in (BEGIN, END)]
+        assert answered == regionless, f"{name}: the answer does not fit the stub's place"
+        (stored,) = lesson_cell["outputs"]
+        assert "".join(stored["data"]["text/plain"]).startswith(f"PASS {name}:"), name
 
 
-TINY_EXERCISE = code_cell(f"# NBVAL_CHECK_OUTPUT\n{BEGIN}\nanswer = 6 * 7\n{END}\n"
-                          "assert answer == 42\nanswer", outputs=[], count=1)
+def names_read(source: str) -> set[str]:
+    source = "\n".join(line for line in source.splitlines()
+                       if not line.lstrip().startswith(("%", "!")))
+    return {node.id for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
-@pytest.mark.parametrize("case, ok", [
-    ("as written", True),
-    ("a stub removed", False),
-    ("a later cell needs the answer", False),
+def needs_an_answer(nb: dict) -> list[str]:
+    """Cells of ``nb`` that read a name only an answer (a solution region) defines: in the
+    student version they would fail, or compute with ``...``."""
+    problems, answers = [], set()
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = text(cell)
+        regions = solution_regions(source)
+        lines = source.splitlines()
+        if regions:
+            kept = text(student_notebook({"cells": [cell]})["cells"][0])
+            checked = {call.args[1].id for call in ast.walk(ast.parse(kept))
+                       if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "check"}
+            bound = {node.id for b, e in regions for node in ast.walk(
+                ast.parse(textwrap.dedent("\n".join(lines[b + 1:e]))))
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+            read = names_read(kept) - checked
+            problems += [f"cell {index} reads {n}" for n in sorted(read & (bound | answers))]
+            answers |= bound
+        else:
+            problems += [f"cell {index} reads {n}" for n in sorted(names_read(source) & answers)]
+    return problems
+
+
+def test_needs_an_answer_finds_a_cell_that_reads_an_answer():
+    exercise = code_cell(f"{BEGIN}\nhelper = 2\nanswer = helper * 21\n{END}\ncheck('00.x', answer)")
+    assert needs_an_answer(notebook(code_cell("x = 1"), exercise, code_cell("x + 1"))) == []
+    assert needs_an_answer(notebook(exercise, code_cell("print(answer)"))) == [
+        "cell 1 reads answer"]
+    assert needs_an_answer(notebook(exercise, code_cell("helper + 1"))) == ["cell 1 reads helper"]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_no_cell_of_a_lesson_needs_an_answer(path):
+    assert needs_an_answer(json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+# --- the answers, one deliberate step away ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_solution_returns_each_exercises_answer(path):
+    for lesson_cell, cell in exercise_pairs(path):
+        (name,) = exercise_names({"cells": [cell]})
+        shown = solution(name)
+        assert shown.lesson == path.name and shown.name == name
+        assert str(shown) == textwrap.dedent("\n".join(answer_lines(lesson_cell))).strip("\n")
+        assert textwrap.indent(str(shown), "    ") in repr(shown)
+        assert f"```python\n{shown}\n```" in shown._repr_markdown_()
+
+
+def test_a_revealed_answer_passes_its_check():
+    """The cheap ones, run: what `solution` shows is an answer the check accepts."""
+    from transferkit import schedules
+    from transferkit.data import load_digits
+
+    x, y = load_digits()
+    context = {"x": x, "y": y, "math": math, "schedules": schedules}
+    names = ["00.count_of_threes", "00.pixels_per_image", "00.which_step_needs_labels",
+             "01.one_step", "01.largest_stable_lr", "01.momentum_limit", "02.cross_entropy",
+             "04.momentum_drift", "05.bn_running_mean", "06.stlr_peak_step",
+             "06.one_cycle_first_lr", "07.lora_parameters"]
+    for name in names:
+        namespace = dict(context)
+        before = set(namespace)
+        exec(str(solution(name)), namespace)
+        (variable,) = [v for v in set(namespace) - before - {"__builtins__", "_", "values"}]
+        assert check(name, namespace[variable]), name
+
+
+def test_solution_names_what_is_missing(tmp_path):
+    with pytest.raises(KeyError, match="no exercise checked as '00.nope'"):
+        solution("00.nope")
+    with pytest.raises(FileNotFoundError, match="lessons folder, and there is none"):
+        solution("00.count_of_threes", lessons=tmp_path / "none")
+
+
+# --- which copy a folder holds: kept across versions -------------------------------------
+
+
+def test_lab_instructor_gives_the_full_lessons_and_the_guide(course, capsys, monkeypatch,
+                                                            tmp_path):
+    lessons, _ = course
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))
+    full = tmp_path / "full"
+    assert cli.main(["lab", "--dry-run", "--instructor", "--lessons", str(lessons),
+                     "--workdir", str(full)]) == 0
+    assert "instructor guide" in capsys.readouterr().out
+    for rel in ("00_a.ipynb", "01_b.ipynb", "INSTRUCTORS.md", "data/notes.md"):
+        assert (full / rel).read_bytes() == (lessons / rel).read_bytes()
+    assert read_manifest(full).kind == FULL
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != MANIFEST}
+
+
+def old_full_copy(lessons: Path, work: Path) -> None:
+    """``my-lessons/`` as earlier versions of ``transferkit lab`` left it: the full lessons
+    and a manifest ``{path: fingerprint}``."""
+    work.mkdir()
+    record = {}
+    for path in [*lessons.glob("*.ipynb"), lessons / "INSTRUCTORS.md"]:
+        (work / path.name).write_bytes(path.read_bytes())
+        record[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (work / MANIFEST).write_text(json.dumps(record))
+
+
+def test_full_lessons_from_an_earlier_version_are_kept(course, capsys, monkeypatch, tmp_path):
+    lessons, work = course
+    old_full_copy(lessons, work)
+    mine = json.loads((work / "00_a.ipynb").read_text())
+    mine["cells"][1]["source"] = ["x = 41 + 1\n", "check('00.x', x)"]
+    (work / "00_a.ipynb").write_text(json.dumps(mine))
+    before = files(work)
+
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))
+    assert cli.main(["lab", "--dry-run", "--lessons", str(lessons), "--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "holds the full lessons" in out and f"--workdir {work}-student" in out
+    after = files(work)
+    assert {path: after[path] for path in before} == before, "every file as it was"
+    assert set(after) - set(before) == {"data/notes.md"}, "a new course file arrives"
+    assert read_manifest(work).kind == FULL
+
+    # the course changes both lessons: the untouched one follows it, as a full lesson
+    for name in ("00_a.ipynb", "01_b.ipynb"):
+        (lessons / name).write_text(json.dumps(notebook(PLAIN, PLAIN, EXERCISE)))
+    kind, actions = prepare_workspace(lessons, work)
+    assert kind == FULL
+    assert {a.path: a.action for a in actions}["00_a.ipynb"] == "kept+new"
+    assert (work / "01_b.ipynb").read_bytes() == (lessons / "01_b.ipynb").read_bytes()
+    assert json.loads((work / "00_a.ipynb").read_text()) == mine
+    (beside,) = work.glob("00_a.updated-*.ipynb")
+    assert "secret_answer" in beside.read_text(), "the new version beside is the full one too"
+
+
+def test_a_student_folder_refuses_the_full_lessons_and_back(course, tmp_path, capsys):
+    lessons, dest = course
+    write_student_versions(lessons, dest)
+    before = files(dest)
+    assert cli.main(["lab", "--dry-run", "--instructor", "--lessons", str(lessons),
+                     "--workdir", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "holds the student versions" in err and f"{dest}-full" in err
+    assert files(dest) == before
+
+    full = tmp_path / "full"
+    prepare_workspace(lessons, full, FULL)
+    with pytest.raises(ValueError, match="holds the full lessons"):
+        write_student_versions(lessons, full)
+
+
+@pytest.mark.parametrize("how, kind", [
+    ("an earlier transferkit lab (full lessons, old manifest)", FULL),
+    ("an earlier transferkit student (old manifest)", STUDENT),
+    ("full lessons copied by hand (no manifest)", FULL),
+    ("notebooks of the learner's own (no manifest)", None),
+    ("nothing yet", None),
 ])
-def test_nbval_fails_when_an_exercise_does_not_raise_or_is_depended_on(case, ok, tmp_path):
-    """The mechanism of the test below, on a notebook small enough to run in seconds."""
-    nb = student_notebook(notebook(code_cell("x = 1"), TINY_EXERCISE, code_cell("y = x + 1")))
-    if case == "a stub removed":
-        nb["cells"][1]["source"] = ["# NBVAL_CHECK_OUTPUT\n", "answer = 6 * 7\n", "answer"]
-    if case == "a later cell needs the answer":
-        nb["cells"].append(code_cell("print(answer)"))
-    paths = write_test_copies({"tiny.ipynb": nb}, tmp_path / "nb")
-    assert_ran(run_nbval(paths, tmp_path), ok)
+def test_the_kind_of_a_folder_from_before_kinds_were_recorded(course, how, kind):
+    lessons, work = course
+    if "earlier transferkit lab" in how:
+        old_full_copy(lessons, work)
+    elif "earlier transferkit student" in how:
+        write_student_versions(lessons, work)
+        (work / MANIFEST).write_text(json.dumps(read_manifest(work).files))
+    elif "by hand" in how:
+        work.mkdir()
+        (work / "00_a.ipynb").write_bytes((lessons / "00_a.ipynb").read_bytes())
+    elif "own" in how:
+        work.mkdir()
+        (work / "mine.ipynb").write_text(json.dumps(notebook(PLAIN)))
+    assert workspace_kind(work) == kind
+    assert prepare_workspace(lessons, work)[0] == (kind or STUDENT)
 
 
-def test_student_versions_of_all_lessons_run_under_nbval(tmp_path, capsys):
-    """Every exercise raises the stub's NotImplementedError; every other cell passes.
-
-    All lessons run in one pytest process, in order: lesson 04 reads what
-    lesson 03 saves under ``artifacts/``. This re-runs the whole course.
-    """
-    files = student_files(ROOT / "lessons")
-    nbs = {name: json.loads(data) for name, data in files.items()
-           if name.endswith(".ipynb") and "/" not in name}
-    assert sum(TAG in c["metadata"].get("tags", []) for nb in nbs.values()
-               for c in nb["cells"]) >= 2 * len(nbs)
-    paths = write_test_copies(nbs, tmp_path / "student")
-    start = time.perf_counter()
-    result = run_nbval(paths, tmp_path)
-    with capsys.disabled():
-        print(f"\n[student versions under nbval: {time.perf_counter() - start:.0f} s]")
-    assert_ran(result, True)
+def test_binder_and_the_hub_links_open_the_learners_copy():
+    """Binder writes the student versions into my-lessons/, and every link a learner is given
+    opens them; an nbgitpuller link pulls a branch of student versions, never main."""
+    postbuild = (ROOT / "binder" / "postBuild").read_text()
+    assert "transferkit.cli student my-lessons --lessons lessons" in postbuild
+    docs = (ROOT / "README.md").read_text() + (ROOT / "lessons" / "INSTRUCTORS.md").read_text()
+    opened = re.findall(r"https://mybinder\.org/v2/gh/\S+?urlpath=lab/tree/([^\s)|]+)", docs)
+    assert len(opened) >= len(LESSONS)
+    assert {path.partition("/")[0] for path in opened} == {"my-lessons"}
+    assert {path.partition("/")[2] for path in opened} == {p.name for p in LESSONS}
+    assert "https://HUB/hub/user-redirect/lab/tree/my-lessons/00_welcome.ipynb" in docs
+    pulls = re.findall(r"git-pull\?\S+", docs)
+    assert pulls and all("branch=student" in link for link in pulls)

@@ -1,10 +1,21 @@
+import hashlib
 import json
 import os
 import stat
 
 import pytest
 
-from transferkit.workspace import MANIFEST, describe, lesson_files, sync_lessons
+from transferkit import cli
+from transferkit.workspace import (
+    FULL,
+    MANIFEST,
+    STUDENT,
+    describe,
+    lesson_files,
+    read_manifest,
+    sync_files,
+    sync_lessons,
+)
 
 
 @pytest.fixture
@@ -30,8 +41,9 @@ def test_first_sync_copies_everything_but_checkpoints(course):
                                "data/notes.md": "copied"}
     assert (work / "data" / "notes.md").read_text() == "notes"
     assert not (work / ".ipynb_checkpoints").exists()
-    assert set(json.loads((work / MANIFEST).read_text())) == {
-        "00_welcome.ipynb", "01_gd.ipynb", "data/notes.md"}
+    manifest = read_manifest(work)
+    assert set(manifest.files) == {"00_welcome.ipynb", "01_gd.ipynb", "data/notes.md"}
+    assert manifest.kind == FULL
 
 
 def test_learner_edits_are_never_overwritten(course):
@@ -117,3 +129,96 @@ def test_copied_files_get_the_usual_mode_not_a_private_one(course):
     finally:
         os.umask(old)
     assert stat.S_IMODE((work / "00_welcome.ipynb").stat().st_mode) == 0o644
+
+
+# --- the manifest: unreadable ones are named, older ones are read ------------------------
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "Expecting property name"),
+    ("[]", "found list"),
+    ('{"00_welcome.ipynb": 1}', "found dict"),
+    ('{"format": 9, "files": {}}', "format 9"),
+    ('{"format": 2, "kind": "answers", "files": {}}', "unknown kind"),
+])
+def test_an_unreadable_manifest_is_named_with_the_fix(course, content, problem):
+    lessons, work = course
+    work.mkdir()
+    (work / MANIFEST).write_text(content)
+    with pytest.raises(ValueError) as err:
+        sync_lessons(lessons, work)
+    message = str(err.value)
+    assert str(work / MANIFEST) in message and problem in message
+    assert "delete it and run again" in message
+    assert sorted(p.name for p in work.iterdir()) == [MANIFEST], "nothing was written"
+
+
+def test_lab_reports_an_unreadable_manifest_in_one_line(course, capsys):
+    lessons, work = course
+    work.mkdir()
+    (work / MANIFEST).write_text("[]")
+    assert cli.main(["lab", "--dry-run", "--lessons", str(lessons), "--workdir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("transferkit lab: ") and MANIFEST in err and len(err.splitlines()) == 1
+
+
+def test_a_manifest_that_is_a_folder_is_named(course):
+    lessons, work = course
+    (work / MANIFEST).mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"{MANIFEST} is not a lesson record"):
+        sync_lessons(lessons, work)
+
+
+def test_a_manifest_from_before_kinds_is_read_and_rewritten(course):
+    """Earlier versions wrote ``{path: fingerprint}``: their records of what was copied hold."""
+    lessons, work = course
+    sync_lessons(lessons, work)
+    (work / MANIFEST).write_text(json.dumps(read_manifest(work).files))  # the old format
+    assert read_manifest(work).kind is None
+    (work / "00_welcome.ipynb").write_text("mine")
+    (lessons / "00_welcome.ipynb").write_text("v2 welcome")
+    (lessons / "01_gd.ipynb").write_text("v2 gd")
+    result = actions(sync_lessons(lessons, work))
+    assert result == {"00_welcome.ipynb": "kept+new", "01_gd.ipynb": "updated",
+                      "data/notes.md": "unchanged"}
+    assert (work / "00_welcome.ipynb").read_text() == "mine"
+    assert read_manifest(work).kind == FULL
+
+
+def test_a_folder_keeps_the_kind_it_was_made_with(course):
+    lessons, work = course
+    sync_lessons(lessons, work)
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="holds the full lessons .* folder of their own"):
+        sync_files({"00_welcome.ipynb": b"student version"}, work, kind=STUDENT)
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+
+
+# --- something of the learner's where a lesson goes ----------------------------------------
+
+
+def test_a_folder_named_like_a_lesson_is_kept_and_the_lesson_goes_beside(course):
+    lessons, work = course
+    (work / "00_welcome.ipynb").mkdir(parents=True)
+    (work / "00_welcome.ipynb" / "mine.txt").write_text("mine")
+    result = sync_lessons(lessons, work)
+    assert actions(result)["00_welcome.ipynb"] == "kept+new"
+    assert (work / "00_welcome.ipynb" / "mine.txt").read_text() == "mine"
+    beside = list(work.glob("00_welcome.updated-*.ipynb"))
+    assert len(beside) == 1 and beside[0].read_text() == "v1 welcome"
+    text = describe(result)
+    assert "00_welcome.ipynb is a folder of yours, kept" in text and beside[0].name in text
+    sync_lessons(lessons, work)  # again: no second copy
+    assert list(work.glob("00_welcome.updated-*.ipynb")) == beside
+
+
+def test_folders_in_the_way_of_a_lesson_and_its_new_version_are_named(course):
+    lessons, work = course
+    sync_lessons(lessons, work)
+    (work / "00_welcome.ipynb").unlink()
+    (work / "00_welcome.ipynb").mkdir()
+    (lessons / "00_welcome.ipynb").write_text("v2 welcome")
+    digest = hashlib.sha256(b"v2 welcome").hexdigest()[:8]
+    (work / f"00_welcome.updated-{digest}.ipynb").mkdir()
+    with pytest.raises(ValueError, match="are both folders.*rename one"):
+        sync_lessons(lessons, work)

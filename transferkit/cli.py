@@ -3,14 +3,18 @@
 * ``transferkit doctor`` — the environment report (versions, device, widgets).
 * ``transferkit lab`` — copy the lessons into a working folder (never
   overwriting your edits) and start JupyterLab on it, on 127.0.0.1 with a
-  fresh token, printing the address to open. It first writes the course's
+  fresh token, printing the address to open. A learner gets the student
+  versions (exercises open, checks kept; `transferkit.student.solution` shows
+  an answer on request); ``--instructor`` gives the full lessons and the
+  instructor guide, in a folder of their own. It first writes the course's
   JupyterLab settings into the environment it runs in (`install_lab_settings`:
   no "get notified about news?" question, no update check), never into your
   own JupyterLab settings, and starts JupyterLab with `KERNEL_ENV`
   (``OMP_WAIT_POLICY=PASSIVE`` unless you set it) for its kernels.
 * ``transferkit student DEST`` — write the student versions of the lessons
-  (answers replaced by ``raise NotImplementedError``, checks kept) into DEST,
-  for an instructor to hand out; a student's edits there are never overwritten.
+  (each answer replaced by ``...``, checks kept) into DEST, as ``transferkit
+  lab`` gives them, for an instructor to hand out (or a hub to give each
+  student at server start); a student's edits there are never overwritten.
 * ``transferkit finetune --model M --data D --strategy S --out model.pt`` —
   fine-tune a network on your data from the shell and write a checkpoint and a
   metrics file; the same command runs on several processes under ``torchrun``
@@ -41,9 +45,9 @@ from .doctor import format_report, report
 from .finetune import STRATEGIES, Classifier, find_head, fine_tune
 from .lora import add_lora, linear_names
 from .models import FAMILIES, WeightsUnavailableError, backbone, small_cnn
-from .student import write_student_versions
+from .student import prepare_workspace, write_student_versions
 from .train import evaluate, fit
-from .workspace import describe, sync_lessons
+from .workspace import FULL, STUDENT, describe
 
 FIRST_LESSON = "00_welcome.ipynb"
 # The course's JupyterLab defaults: a first run without distractions, and no requests to the
@@ -132,15 +136,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if facts["problems"] else 0
 
 
+def copy_note(kind: str, workdir: Path, instructor: bool) -> str:
+    """What the folder ``workdir`` of ``kind`` holds, in a sentence for the terminal."""
+    if kind == STUDENT:
+        return ("Your copy: the exercises are open (replace each ... with your answer; its check "
+                "says PASS or NOT YET). After a real try, solution(\"NN.name\") from "
+                "transferkit.student shows the course's answer. Instructors: --instructor, "
+                "with a --workdir of its own, gives the full lessons.")
+    if instructor:
+        return "The full lessons, answers filled in, and the instructor guide (INSTRUCTORS.md)."
+    return (f"{workdir} holds the full lessons, answers filled in, as earlier versions of the "
+            "course copied them; it keeps them (updated by the same rules). For the student "
+            f"versions, with the exercises open, use a new folder: --workdir "
+            f"{workdir.with_name(workdir.name + '-' + STUDENT)}")
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     lessons = Path(args.lessons) if args.lessons else default_lessons()
     workdir = Path(args.workdir).resolve()
     try:
-        actions = sync_lessons(lessons, workdir)
-    except (FileNotFoundError, ValueError) as err:
+        kind, actions = prepare_workspace(lessons, workdir, FULL if args.instructor else None)
+    except (OSError, ValueError) as err:
         print(f"transferkit lab: {err}", file=sys.stderr)
         return 2
     print(f"Lessons in {workdir}: {describe(actions)}")
+    print(copy_note(kind, workdir, args.instructor))
     try:
         install_lab_settings()
     except OSError as err:  # a read-only environment: JupyterLab still works, with its pop-ups
@@ -170,7 +190,7 @@ def cmd_student(args: argparse.Namespace) -> int:
     dest = Path(args.dest).resolve()
     try:
         actions = write_student_versions(lessons, dest)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"transferkit student: {err}", file=sys.stderr)
         return 2
     print(f"Student versions in {dest}: {describe(actions)}")
@@ -348,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lessons", help="the course's lessons folder (default: ./lessons)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--instructor", action="store_true",
+                   help="the full lessons, answers filled in, and the instructor guide, "
+                   "instead of the student versions (a folder keeps the copy it was made with: "
+                   "give this one a --workdir of its own)")
     p.add_argument("--dry-run", action="store_true",
                    help="sync the lessons and print the address, but do not start JupyterLab")
     p.set_defaults(run=cmd_lab)

@@ -13,9 +13,17 @@ wrote. `sync_lessons` brings the copy up to date with these rules:
 
 A small manifest (``.transferkit-lessons.json``) remembers the fingerprint of
 each file as it was copied, which is how "changed by the learner" is told
-apart from "changed by the course". The rules live in `sync_files`, which
-takes the course's files as contents; `sync_lessons` feeds it the lessons as
-they are, and `transferkit.student` feeds it their student versions.
+apart from "changed by the course", and which copy the folder holds: the
+student versions (`STUDENT`: exercises open, what ``transferkit lab`` gives a
+learner) or the full lessons (`FULL`: answers filled in, the instructor's). A
+folder keeps the kind it was made with: `sync_files` refuses to write the
+other kind into it. (Manifests written before kinds were recorded are a plain
+``{path: fingerprint}`` object; they are read as they are, and
+`transferkit.student.workspace_kind` tells their kind from the files.)
+
+The rules live in `sync_files`, which takes the course's files as contents;
+`sync_lessons` feeds it the lessons as they are, and `transferkit.student`
+feeds it their student versions.
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = ".transferkit-lessons.json"
+MANIFEST_FORMAT = 2  # 1: a plain {path: fingerprint} object, without the kind
+STUDENT = "student"  # the student versions: exercises open (transferkit.student)
+FULL = "full"  # the lessons as they are: answers filled in, the instructor guide
+KINDS = {STUDENT: "the student versions of the lessons (exercises open)",
+         FULL: "the full lessons (answers filled in)"}
 _SKIP_PARTS = {".ipynb_checkpoints", "__pycache__", "artifacts"}
 
 
@@ -37,6 +50,14 @@ class SyncAction:
     path: str  # relative to the lessons folder
     action: str  # "copied", "updated", "unchanged", "kept", "kept+new"
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a working folder's manifest records."""
+
+    files: dict[str, str]  # path -> SHA-256 of the file as the course last wrote it
+    kind: str | None  # STUDENT, FULL, or None: not recorded (an older manifest, or none)
 
 
 def _digest(path: Path) -> str:
@@ -82,18 +103,65 @@ def check_folders(lessons: str | Path, workdir: str | Path,
     return lessons, workdir
 
 
-def sync_files(sources: Mapping[str, bytes], workdir: str | Path) -> list[SyncAction]:
+def _unreadable(path: Path, problem: str) -> ValueError:
+    return ValueError(
+        f"{path} is not a lesson record transferkit can read ({problem}). It remembers which "
+        "lessons you changed; delete it and run again: every lesson that differs from the "
+        "course's is then kept as yours, with the course's version written beside it.")
+
+
+def read_manifest(workdir: str | Path) -> Manifest:
+    """The manifest of ``workdir`` (empty when it has none).
+
+    A file that is not a manifest (broken JSON, a list, a folder) is a
+    ``ValueError`` that names it and says how to recover: nothing is guessed.
+    """
+    path = Path(workdir) / MANIFEST
+    if not path.exists():
+        return Manifest({}, None)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _unreadable(path, str(err)) from None
+    kind = None
+    if isinstance(data, dict) and "format" in data:
+        if data["format"] != MANIFEST_FORMAT:
+            raise _unreadable(path, f"format {data['format']!r}, from another transferkit")
+        files, kind = data.get("files"), data.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise _unreadable(path, f"unknown kind {kind!r}")
+    else:  # format 1: {path: fingerprint}
+        files = data
+    if not (isinstance(files, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise _unreadable(path, f"expected paths and fingerprints, found {type(files).__name__}")
+    return Manifest(dict(files), kind)
+
+
+def _write_manifest(workdir: Path, manifest: Manifest) -> None:
+    record = {"format": MANIFEST_FORMAT, "kind": manifest.kind, "files": manifest.files}
+    _write_atomic(workdir / MANIFEST, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def sync_files(sources: Mapping[str, bytes], workdir: str | Path,
+               kind: str | None = None) -> list[SyncAction]:
     """Bring ``workdir`` up to date with ``sources`` without losing any learner edit.
 
     ``sources`` maps a path relative to ``workdir`` (with ``/``) to the content
     the course wants there. The rules are those of the module docstring.
+    ``kind`` (`STUDENT` or `FULL`) is recorded in the manifest; a folder that
+    records the other kind is refused with a ``ValueError`` before anything
+    is written.
     """
     workdir = Path(workdir).resolve()
+    old = read_manifest(workdir)
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
+    if kind and old.kind and kind != old.kind:
+        raise ValueError(f"{workdir} holds {KINDS[old.kind]}; {KINDS[kind]} go in a folder of "
+                         "their own. Nothing was changed.")
     workdir.mkdir(parents=True, exist_ok=True)
-    manifest_path = workdir / MANIFEST
-    manifest: dict[str, str] = (
-        json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    )
+    manifest = Manifest(old.files, kind or old.kind)
 
     actions = []
     for key, data in sources.items():
@@ -101,34 +169,54 @@ def sync_files(sources: Mapping[str, bytes], workdir: str | Path) -> list[SyncAc
         new = hashlib.sha256(data).hexdigest()
         if not dest.exists():
             _write_atomic(dest, data)
-            manifest[key] = new
+            manifest.files[key] = new
             actions.append(SyncAction(key, "copied"))
+            continue
+        if not dest.is_file():  # e.g. a folder of the learner's with a lesson's name
+            beside = _write_beside(dest, data, new)
+            actions.append(SyncAction(key, "kept+new", f"{dest.name} is a folder of yours, "
+                                      f"kept; the lesson is at {beside.name}"))
             continue
         have = _digest(dest)
         if have == new:
-            manifest[key] = new
+            manifest.files[key] = new
             actions.append(SyncAction(key, "unchanged"))
-        elif manifest.get(key) == have:  # the learner never touched it: safe to update
+        elif manifest.files.get(key) == have:  # the learner never touched it: safe to update
             _write_atomic(dest, data)
-            manifest[key] = new
+            manifest.files[key] = new
             actions.append(SyncAction(key, "updated"))
-        elif manifest.get(key) == new:  # learner's edits, and no newer course version
+        elif manifest.files.get(key) == new:  # learner's edits, and no newer course version
             actions.append(SyncAction(key, "kept"))
         else:  # learner's edits, and the course changed too: deliver it beside theirs
-            beside = dest.with_name(f"{dest.stem}.updated-{new[:8]}{dest.suffix}")
-            if not beside.exists():
-                _write_atomic(beside, data)
-            actions.append(SyncAction(key, "kept+new", f"new version: {beside.name}"))
+            beside = _write_beside(dest, data, new)
+            actions.append(SyncAction(key, "kept+new",
+                                      f"your edits kept; new version: {beside.name}"))
 
-    _write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    _write_manifest(workdir, manifest)
     return actions
 
 
+def _write_beside(dest: Path, data: bytes, digest: str) -> Path:
+    """Write ``data`` as ``NAME.updated-XXXXXXXX.SUFFIX`` beside ``dest`` (once)."""
+    beside = dest.with_name(f"{dest.stem}.updated-{digest[:8]}{dest.suffix}")
+    if not beside.exists():
+        _write_atomic(beside, data)
+    elif not beside.is_file():
+        raise ValueError(f"{dest} and {beside} are both folders, where the course puts a "
+                         f"lesson; rename one of them and run again.")
+    return beside
+
+
+def course_files(lessons: str | Path) -> dict[str, bytes]:
+    """Every course file under ``lessons`` as it is (the `FULL` copy), by relative path."""
+    lessons = Path(lessons)
+    return {rel.as_posix(): (lessons / rel).read_bytes() for rel in lesson_files(lessons)}
+
+
 def sync_lessons(lessons: str | Path, workdir: str | Path) -> list[SyncAction]:
-    """Bring ``workdir`` up to date with ``lessons`` without losing any learner edit."""
+    """Bring ``workdir`` up to date with the full ``lessons`` without losing any learner edit."""
     lessons, workdir = check_folders(lessons, workdir)
-    sources = {rel.as_posix(): (lessons / rel).read_bytes() for rel in lesson_files(lessons)}
-    return sync_files(sources, workdir)
+    return sync_files(course_files(lessons), workdir, kind=FULL)
 
 
 def describe(actions: list[SyncAction]) -> str:
@@ -137,5 +225,5 @@ def describe(actions: list[SyncAction]) -> str:
     for a in actions:
         counts[a.action] = counts.get(a.action, 0) + 1
     lines = [", ".join(f"{n} {action}" for action, n in sorted(counts.items()))]
-    lines += [f"  {a.path}: your edits kept; {a.note}" for a in actions if a.action == "kept+new"]
+    lines += [f"  {a.path}: {a.note}" for a in actions if a.action == "kept+new"]
     return "\n".join(lines)
