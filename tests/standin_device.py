@@ -83,6 +83,9 @@ class OnStandIn(torch.Tensor):
     def data_ptr(self) -> int:
         return self.elem.data_ptr()
 
+    def untyped_storage(self):
+        return self.elem.untyped_storage()
+
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         raise RuntimeError(f"{func}: a stand-in accelerator tensor used outside "

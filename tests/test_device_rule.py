@@ -237,7 +237,7 @@ def test_each_transformer_strategy_trains_and_predicts_on_the_accelerator(accele
                                                                          tiny_text, strategy):
     model, train_set, test_set = tiny_text
     table = text_methods.EmbeddingTable(model, train_set.x, test_set.x)
-    predictor = text_methods.transformer_method(table, strategy, steps=2, batch_size=8, k=1)(
+    predictor = text_methods.transformer_method(table, strategy, epochs=1, batch_size=8, k=1)(
         train_set, test_set, 0)
     assert all_on_accelerator(predictor.model)
     assert predictor(test_set.x).shape == (len(test_set),)

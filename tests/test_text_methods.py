@@ -344,8 +344,8 @@ def changed(net, pristine, prefix):
 
 
 def run(table, strategy, **options):
-    predictor = transformer_method(table, strategy, steps=1, batch_size=8, **options)(
-        Data(SNIPPETS, LABELS), None, 0)
+    options = {"epochs": 1, "batch_size": 8, "schedule": "constant", **options}  # one step
+    predictor = transformer_method(table, strategy, **options)(Data(SNIPPETS, LABELS), None, 0)
     out = predictor(list(SNIPPETS))
     assert isinstance(out, np.ndarray) and out.shape == (8,) and set(out.tolist()) <= {0, 1}
     assert predictor.measurements["train_seconds"] > 0
@@ -393,9 +393,9 @@ def test_full_trains_everything(minilm, pristine, minilm_table):
     assert_shared_model_untouched(minilm, pristine)
 
 
-def test_text_classifier_starts_from_the_probe(minilm, pristine, minilm_table):
+def test_text_classifier_starts_from_the_probe_when_asked(minilm, pristine, minilm_table):
     train = Data(SNIPPETS, LABELS)
-    net = text_classifier(minilm_table, train, seed=0)
+    net = text_classifier(minilm_table, train, seed=0, probe_first=True)
     probe = probe_head(minilm_table)
     assert torch.equal(net.head.weight, probe.weight) and torch.equal(net.head.bias, probe.bias)
     assert net.encoder is not minilm.model and net.encoder.pooler is None
@@ -403,9 +403,84 @@ def test_text_classifier_starts_from_the_probe(minilm, pristine, minilm_table):
         ids = text_methods.token_ids(minilm.tokenizer, SNIPPETS)
         assert torch.allclose(net.eval()(ids), probe(minilm_table.vectors(SNIPPETS)),
                               atol=1e-4)
-    cold = text_classifier(minilm_table, train, seed=0, probe_first=False)
+    cold = text_classifier(minilm_table, train, seed=0)  # a fresh head by default
     assert not torch.equal(cold.head.weight, probe.weight)
     assert_shared_model_untouched(minilm, pristine)
+
+
+# --- the recipe -------------------------------------------------------------------------------
+
+
+def test_recipe_settings_are_checked_and_fingerprinted():
+    from transferkit.text_methods import RECIPES, Recipe, recipe_for
+
+    assert set(RECIPES) == set(TRANSFORMER_STRATEGIES)
+    full = recipe_for("full")
+    assert full == RECIPES["full"] and recipe_for("full", lr=1e-3).lr == 1e-3
+    assert recipe_for("full", lr=1e-3).fingerprint() != full.fingerprint()
+    assert recipe_for("full").fingerprint() == Recipe(**vars(full)).fingerprint()
+    with pytest.raises(TypeError, match="unknown recipe setting.*'steps'"):
+        recipe_for("full", steps=8)
+    for bad, match in [(dict(head="lpft"), "head is 'fresh' or 'probe'"),
+                       (dict(schedule="cosine"), "schedule is 'linear' or 'constant'"),
+                       (dict(lr=0), "lr must be a positive rate"),
+                       (dict(epochs=0), "epochs must be a positive integer")]:
+        with pytest.raises(ValueError, match=match):
+            recipe_for("full", **bad)
+    # epochs, or more of them to make min_steps: 16 labels in batches of 16 is 1 step/epoch
+    assert recipe_for("full", epochs=4).steps_for(16) == 4
+    assert recipe_for("full", epochs=4, min_steps=10).steps_for(16) == 10
+    assert recipe_for("full", epochs=4, min_steps=10).steps_for(160) == 40
+
+
+def test_optimizer_groups_keep_weight_decay_off_norms_and_biases():
+    from transferkit.text_methods import optimizer_groups, recipe_for
+
+    tiny = tiny_text_model()
+    net = TextClassifier(copy.deepcopy(tiny.model), 2)
+    recipe = recipe_for("full", lr=2e-5, head_lr=1e-3, weight_decay=0.05)
+    groups = optimizer_groups(net, net.head, recipe)
+    names = {id(p): n for n, p in net.named_parameters()}
+    by_name = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert len(by_name) == sum(1 for _ in net.parameters())  # every parameter, once
+    assert by_name["head.weight"] == (1e-3, 0.05) and by_name["head.bias"] == (1e-3, 0.0)
+    assert by_name["encoder.encoder.layer.0.attention.self.query.weight"] == (2e-5, 0.05)
+    assert by_name["encoder.encoder.layer.0.attention.output.LayerNorm.weight"] == (2e-5, 0.0)
+    assert by_name["encoder.encoder.layer.0.output.dense.bias"] == (2e-5, 0.0)
+
+
+def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
+    """BERT's schedule falls in a straight line: the last of 8 steps (1 of warm-up) runs at
+    1/7 of each group's rate; the curve is measured before the first step and after the
+    last; the drift of a trained encoder is above 0, of an untrained one 0."""
+    tiny = tiny_text_model()
+    data = toy_reviews(32)
+    table = EmbeddingTable(tiny, data.x)
+    rates = []
+    real_fit = text_methods.fit
+
+    def spy(model, train, *args, optimizer, **kwargs):
+        history = real_fit(model, train, *args, optimizer=optimizer, **kwargs)
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        return history
+
+    text_methods.fit = spy
+    try:
+        method = transformer_method(table, "full", epochs=2, batch_size=8, curve=(data, 4),
+                                    drift_on=data.x[:10])
+        predictor = method(data, None, 0)
+    finally:
+        text_methods.fit = real_fit
+    recipe = method.recipe
+    peak = [recipe.lr, recipe.lr, recipe.head_lr, recipe.head_lr]  # body (wd, no wd), head
+    assert sorted(rates[0]) == pytest.approx(sorted(r / 7 for r in peak))
+    m = predictor.measurements
+    assert m["steps"] == 8 and [row["step"] for row in m["curve"]] == [0, 4, 8]
+    assert all(0 <= row["accuracy"] <= 1 for row in m["curve"])
+    assert m["feature_drift"] > 0 and m["recipe"] == method.recipe.fingerprint()
+    untrained = text_methods.encoder_drift(
+        TextClassifier(copy.deepcopy(tiny.model), 2), table, data.x[:10])
+    assert untrained == pytest.approx(0, abs=1e-6)
 
 
 def test_unknown_strategy_names_the_choices():
