@@ -1,0 +1,220 @@
+"""Choose how to fine-tune MiniLM on the review snippets, on the validation split only.
+
+    .venv/bin/python tools/choose_text_recipe.py            # the search (tens of minutes
+                                                            # on 2 CPU cores; minutes on a GPU)
+    .venv/bin/python tools/choose_text_recipe.py --check    # RECIPES == the stored choice?
+
+For each strategy of `transferkit.text_methods.transformer_method` (full, partial,
+LoRA) it trains candidates on labelled draws from the *training* split and scores them
+on a fixed subsample of the *validation* split; the test split is never loaded. It
+searches in stages, each starting from the best of the one before (highest mean
+validation accuracy over the seeds, every candidate on the same draws and snippets):
+
+1. full fine-tuning, 128 labels per class: a fresh head or the probe's (LP-FT) × the
+   encoder's rate;
+2. full, from the best of 1: epochs, the schedule (BERT's linear vs constant), weight
+   decay on or off;
+3. the fewest labels (8 and 32 per class): a minimum number of optimizer steps, or not;
+4. partial (top 2 layers) and LoRA (r = 8): their rates (and partial's head), with what
+   1–3 chose for the rest.
+
+The record (every run with its per-snippet correctness, so any two candidates can be
+compared paired; the choice; the command, commit, date, versions and device) goes to
+``transferkit/assets/text_recipe.json``; `transferkit.text_methods.RECIPES` must then
+hold the chosen recipes (``--check`` and a test compare them). Lesson 07 shows the
+record's table, labelled as stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from transferkit.data import few_labels  # noqa: E402
+from transferkit.device import pick_device  # noqa: E402
+from transferkit.text import load_text_model  # noqa: E402
+from transferkit.text_data import reviews_splits  # noqa: E402
+from transferkit.text_methods import (  # noqa: E402
+    RECIPES,
+    EmbeddingTable,
+    Recipe,
+    subsample,
+    transformer_method,
+)
+
+OUT = ROOT / "transferkit" / "assets" / "text_recipe.json"
+BUDGET = 128  # labels per class: the budget lesson 07 trains live
+VAL_SIZE = 600
+
+
+def provenance(argv: list[str]) -> dict:
+    import transformers  # noqa: PLC0415
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "transferkit", "tools"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    device = pick_device()
+    return {"command": "python3 tools/choose_text_recipe.py " + " ".join(argv),
+            "commit": commit + ("+uncommitted changes" if dirty else ""),
+            "date": datetime.date.today().isoformat(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "device": str(device) + (f" ({torch.cuda.get_device_name(0)})"
+                                     if device.type == "cuda" else
+                                     f" ({torch.get_num_threads()} threads)")}
+
+
+class Search:
+    """Runs candidates on the same draws and validation snippets, and remembers them."""
+
+    def __init__(self, table: EmbeddingTable, train, val, seeds):
+        self.table, self.train, self.val, self.seeds = table, train, val, list(seeds)
+        self.runs: list[dict] = []
+        self.done: dict[tuple, dict] = {}
+
+    def run(self, stage: str, strategy: str, recipe: Recipe, budget: int = BUDGET) -> dict:
+        """Every seed of one candidate; returns its summary (and keeps the runs). A
+        candidate already run (same strategy, recipe and budget) is not run again."""
+        key = (strategy, recipe.fingerprint(), budget)
+        if key in self.done:
+            return self.done[key]
+        method = transformer_method(self.table, strategy, recipe)
+        accuracies = []
+        for seed in self.seeds:
+            draw = few_labels(self.train.x, self.train.y, budget, seed=seed)
+            start = time.perf_counter()
+            predictor = method(draw, None, seed)
+            seconds = time.perf_counter() - start
+            correct = predictor(self.val.x) == self.val.y.numpy()
+            accuracies.append(float(correct.mean()))
+            self.runs.append({
+                "stage": stage, "strategy": strategy, "budget": budget, "seed": seed,
+                "recipe": dataclasses.asdict(recipe), "fingerprint": recipe.fingerprint(),
+                "val_accuracy": accuracies[-1], "train_seconds": round(seconds, 2),
+                "steps": predictor.measurements["steps"],
+                "val_correct": "".join("1" if c else "0" for c in correct)})
+            del predictor
+        summary = {"strategy": strategy, "budget": budget, "recipe": recipe,
+                   "mean": float(np.mean(accuracies))}
+        print(f"  [{stage}] {strategy:7s} {budget:4d}/class {describe(recipe):60s} "
+              f"val {summary['mean']:.3f} ({', '.join(f'{a:.3f}' for a in accuracies)})",
+              flush=True)
+        self.done[key] = summary
+        return summary
+
+    def best(self, stage: str, strategy: str, recipes: list[Recipe],
+             budget: int = BUDGET) -> Recipe:
+        summaries = [self.run(stage, strategy, r, budget) for r in recipes]
+        return max(summaries, key=lambda s: s["mean"])["recipe"]
+
+
+def describe(recipe: Recipe) -> str:
+    return (f"head {recipe.head}, lr {recipe.lr:g}, {recipe.epochs} ep, min {recipe.min_steps}"
+            f" steps, {recipe.schedule}, wd {recipe.weight_decay:g}")
+
+
+def search(quick: bool) -> tuple[dict[str, Recipe], Search, dict]:
+    replace = dataclasses.replace
+    text_model = load_text_model()
+    train, val, _ = reviews_splits()  # the test split is not used below
+    train_pool = subsample(train, 400 if quick else 3000, seed=0)
+    val_sample = subsample(val, 100 if quick else VAL_SIZE, seed=0)
+    table = EmbeddingTable(text_model, train_pool.x, val_sample.x)
+    s = Search(table, train_pool, val_sample, range(1 if quick else 2))
+    budget = 16 if quick else BUDGET
+
+    base = Recipe(lr=3e-5)
+    rates = [2e-5, 5e-5, 1e-4]
+    if quick:
+        rates, base = [5e-5], replace(base, epochs=1)
+    # 1. full: how the head starts × the encoder's rate
+    full = s.best("1 head and rate", "full", [replace(base, head=h, lr=lr)
+                                              for h in ("fresh", "probe") for lr in rates],
+                  budget)
+    # 2. full: epochs, schedule, weight decay
+    epochs = [full.epochs] if quick else [3, 4, 6]
+    full = s.best("2 epochs", "full", [replace(full, epochs=e) for e in epochs], budget)
+    full = s.best("2 schedule and decay", "full", [
+        full, replace(full, schedule="constant"), replace(full, weight_decay=0.0)], budget)
+    # 3. the fewest labels: a minimum of optimizer steps
+    small = [8] if quick else [8, 32]
+    scores = {m: [] for m in (0, 50)}
+    for b in small:
+        for m in scores:
+            scores[m].append(s.run("3 min steps", "full", replace(full, min_steps=m), b)["mean"])
+    full = replace(full, min_steps=max(scores, key=lambda m: np.mean(scores[m])))
+    # 4. partial and LoRA: their rates (the rest as chosen for full)
+    partial_rates = [1e-4] if quick else [5e-5, 1e-4, 3e-4]
+    partial = s.best("4 partial rate", "partial", [replace(full, lr=lr, head="fresh")
+                                                   for lr in partial_rates], budget)
+    partial = s.best("4 partial head", "partial", [partial, replace(partial, head="probe")],
+                     budget)
+    lora_rates = [1e-3] if quick else [3e-4, 1e-3, 3e-3]
+    lora = s.best("4 LoRA rate", "lora", [replace(full, lr=lr, head="fresh")
+                                          for lr in lora_rates], budget)
+    data = {"train_pool": len(train_pool), "val_snippets": len(val_sample),
+            "budget": budget, "seeds": s.seeds,
+            "val_texts_fingerprint": _texts_fingerprint(val_sample.x)}
+    return {"full": full, "partial": partial, "lora": lora}, s, data
+
+
+def _texts_fingerprint(texts) -> str:
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def load_record(path: Path = OUT) -> dict:
+    return json.loads(path.read_text())
+
+
+def chosen_recipes(record: dict) -> dict[str, Recipe]:
+    return {name: Recipe(**fields) for name, fields in record["chosen"].items()}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny search that checks the script runs (not a choice)")
+    parser.add_argument("--check", action="store_true",
+                        help="only compare transferkit.text_methods.RECIPES with the record")
+    args = parser.parse_args(argv)
+    if args.check:
+        chosen = chosen_recipes(load_record(Path(args.out)))
+        wrong = [name for name in RECIPES if RECIPES[name] != chosen.get(name)]
+        for name in wrong:
+            print(f"RECIPES[{name!r}] = {RECIPES[name]}\n  but the search chose {chosen[name]}")
+        print("RECIPES match the stored search" if not wrong else "RECIPES differ")
+        return 1 if wrong else 0
+
+    started = time.perf_counter()
+    record = {"provenance": provenance(argv)}
+    chosen, s, data = search(args.quick)
+    record.update(data=data, minutes=round((time.perf_counter() - started) / 60, 1),
+                  chosen={name: dataclasses.asdict(r) for name, r in chosen.items()},
+                  fingerprints={name: r.fingerprint() for name, r in chosen.items()},
+                  runs=s.runs)
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    for name, recipe in chosen.items():
+        print(f"{name}: {recipe}")
+    print(f"wrote {args.out} ({record['minutes']} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
