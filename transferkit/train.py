@@ -237,10 +237,11 @@ def _autocast(device: torch.device, amp: bool):
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
-def _measure(model, x, y, loss_fn, batch_size, classify, autocast,
-             ranks: Ranks = SINGLE) -> dict[str, float]:
-    """Loss and accuracy on ``(x, y)``; with several processes each measures its
-    part and the sums are added up (`Ranks.sum`), so all get the same numbers."""
+def _measure_sums(model, x, y, loss_fn, batch_size, classify, autocast,
+                  ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed loss and the number right on ``(x, y)``, as tensors on its device (no
+    wait for a GPU here); with several processes each measures its part and the sums
+    are added up (`Ranks.sum`), so all get the same numbers."""
     total, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     part = ranks.split(len(x))
     with torch.no_grad():
@@ -252,11 +253,17 @@ def _measure(model, x, y, loss_fn, batch_size, classify, autocast,
                 total += loss_fn(out.float(), yb) * len(xb)
             if classify:
                 correct += (out.argmax(dim=1) == yb).sum()
-    total, correct = ranks.sum(total, correct)
-    result = {"loss": total.item() / len(x)}
-    if classify:
-        result["accuracy"] = correct.item() / len(x)
-    return result
+    return ranks.sum(total, correct)
+
+
+def _measure(model, x, y, loss_fn, batch_size, classify, autocast,
+             ranks: Ranks = SINGLE) -> dict[str, float]:
+    """Loss (and accuracy, for classification) on ``(x, y)``."""
+    sums = _measure_sums(model, x, y, loss_fn, batch_size, classify, autocast, ranks)
+    names = ("loss", "accuracy") if classify else ("loss",)
+    # read from the device in one go: on a GPU every .item() makes the CPU wait
+    values = torch.stack(sums[:len(names)]).tolist()
+    return {name: value / len(x) for name, value in zip(names, values, strict=True)}
 
 
 # --- the public API ---------------------------------------------------------------------
@@ -381,7 +388,8 @@ def fit(
     autocast, scaler = _autocast(device, amp)
     # every process must shuffle alike: process 0's seed for all
     seed = ranks.agree(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    generator = torch.Generator().manual_seed(seed)
+    # the shuffled order is drawn where training runs: no copy from the CPU every epoch
+    generator = torch.Generator(device=device).manual_seed(seed)
     trained = ranks.wrap(model, device)  # DDP over the trainable parameters, or the model
     callbacks = list(callbacks) if ranks.main else []  # process 0 draws and decides
     if early_stopping is not None and ranks.main:
@@ -398,7 +406,7 @@ def fit(
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
             trained.train()  # the model, or its DDP wrapper: same modes
-            order = torch.randperm(len(x), generator=generator).to(device)
+            order = torch.randperm(len(x), generator=generator, device=device)
             total = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             for batch in epoch_batches(len(x), batch_size):
@@ -429,13 +437,19 @@ def fit(
 
             total, correct = ranks.sum(total, correct)
             ranks.broadcast(model.buffers())  # BatchNorm statistics: process 0's for all
-            row = {"epoch": epoch, "loss": total.item() / len(x)}
-            if classify:
-                row["accuracy"] = correct.item() / len(x)
+            # the epoch's numbers, read from the device at once (one wait for a GPU)
+            names = ["loss", "accuracy"][:2 if classify else 1]
+            sums, counts = [total, correct][:len(names)], [len(x)] * len(names)
             if has_val:
                 model.eval()
-                measured = _measure(model, x_val, y_val, loss_fn, 512, classify, autocast, ranks)
-                row.update({f"val_{k}": v for k, v in measured.items()})
+                val_sums = _measure_sums(model, x_val, y_val, loss_fn, 512, classify, autocast,
+                                         ranks)
+                sums += val_sums[:len(names)]
+                counts += [len(x_val)] * len(names)
+                names += [f"val_{name}" for name in names]
+            values = torch.stack(sums).tolist()
+            row = {"epoch": epoch, **{name: value / count for name, value, count
+                                      in zip(names, values, counts, strict=True)}}
             row["lr"] = opt.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - start_time
             history.rows.append(row)
