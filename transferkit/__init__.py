@@ -39,8 +39,8 @@ _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli", "data",
     "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing", "gd",
     "heads", "layers", "lora", "magics", "metrics", "models", "modes", "plots", "schedules",
-    "selection", "stats", "student", "text", "text_checks", "text_data", "text_methods", "train",
-    "transferability", "widgets", "workspace",
+    "selection", "stats", "student", "text", "text_checks", "text_data", "text_grid",
+    "text_methods", "train", "transferability", "widgets", "workspace",
 }
 
 

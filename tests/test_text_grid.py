@@ -1,0 +1,114 @@
+"""Lesson 07's stored grid: written with its provenance and settings, refused when the
+methods changed since, restricted to the live test snippets, and compared paired with a
+live run. The stored file itself: made with today's recipes (and RECIPES are the ones the
+validation search chose)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from transferkit import text_grid, text_methods
+from transferkit.data import Data
+from transferkit.text_data import Texts
+from transferkit.text_grid import (
+    GRID_FILE,
+    StaleGridError,
+    agreement,
+    load_grid,
+    on_texts,
+    save_grid,
+    settings,
+)
+
+TEXTS = [f"snippet {i}" for i in range(40)]
+
+
+def rows_for(method, seeds, correct_of, budget=8):
+    return [{"method": method, "budget": budget, "seed": s, "n_test": len(TEXTS),
+             "test_accuracy": sum(correct_of(s)) / len(TEXTS),
+             "test_correct": tuple(correct_of(s))} for s in seeds]
+
+
+def pattern(seed, shift=0):
+    return [((i * 7 + seed * 3 + shift) % 5) != 0 for i in range(len(TEXTS))]
+
+
+def texts_data(texts):
+    return Data(Texts(texts), torch.zeros(len(texts), dtype=torch.long))
+
+
+PROVENANCE = {"command": "python3 tools/text_grid.py", "commit": "abc1234",
+              "date": "2026-12-04", "device": "cpu (2 CPU threads)"}
+
+
+def test_a_grid_round_trips_with_its_provenance_and_settings(tmp_path):
+    rows = rows_for("full", range(3), pattern)
+    test = texts_data(TEXTS)
+    path = save_grid(rows, test, PROVENANCE, tmp_path / "grid.json.xz")
+    stored = load_grid(path)
+    assert stored.provenance == PROVENANCE and stored.test_texts == TEXTS
+    assert stored.settings["fingerprint"] == settings()["fingerprint"]
+    assert [r["test_correct"] for r in stored.rows] == [r["test_correct"] for r in rows]
+    assert "2026-12-04" in stored.label() and "abc1234" in stored.label()
+
+
+def test_a_grid_made_with_another_recipe_is_refused(tmp_path, monkeypatch):
+    test = texts_data(TEXTS)
+    path = save_grid(rows_for("full", range(2), pattern), test, PROVENANCE,
+                     tmp_path / "grid.json.xz")
+    changed = dict(text_methods.RECIPES, full=text_methods.recipe_for("full", lr=1e-3))
+    monkeypatch.setattr(text_methods, "RECIPES", changed)
+    with pytest.raises(StaleGridError, match=r"full.*python3 tools/text_grid.py"):
+        load_grid(path)
+    assert load_grid(path, check=False).rows  # readable when asked, e.g. to compare
+
+
+def test_stored_rows_are_restricted_to_the_live_snippets_in_their_order():
+    rows = rows_for("full", [0], pattern)
+    live = [TEXTS[5], TEXTS[1], TEXTS[2]]
+    [row] = on_texts(rows, live, TEXTS)
+    assert row["test_correct"] == (pattern(0)[5], pattern(0)[1], pattern(0)[2])
+    assert row["test_accuracy"] == pytest.approx(sum(row["test_correct"]) / 3)
+    with pytest.raises(ValueError, match="not in the stored grid's test set"):
+        on_texts(rows, ["a snippet nobody stored"], TEXTS)
+
+
+def stored_grid(rows):
+    return text_grid.StoredGrid(rows, PROVENANCE, settings(), TEXTS)
+
+
+def test_a_live_run_identical_to_the_stored_one_agrees_and_a_different_one_does_not():
+    stored = stored_grid(rows_for("full", range(5), pattern))
+    live_test = texts_data(TEXTS[:30])
+    same = on_texts(rows_for("full", range(3), pattern), TEXTS[:30], TEXTS)
+    [record] = agreement(same, stored, live_test)
+    assert record["agrees"] and record["gap"] == 0 and record["seeds"] == 3
+    worse = on_texts(rows_for("full", range(3), lambda s: [False] * len(TEXTS)), TEXTS[:30],
+                     TEXTS)
+    [record] = agreement(worse, stored, live_test)
+    assert not record["agrees"] and record["gap"] < 0
+
+
+def test_the_stored_grid_was_made_with_todays_methods():
+    """After a recipe changes, tools/text_grid.py must run again (lesson 07 draws it)."""
+    if not GRID_FILE.exists():
+        pytest.fail(f"{GRID_FILE.name} is missing: make it with python3 tools/text_grid.py")
+    stored = load_grid()  # raises StaleGridError if the settings differ
+    p = stored.provenance
+    assert {"command", "commit", "date", "device", "torch", "transformers"} <= set(p)
+    methods = {r["method"] for r in stored.rows}
+    assert methods == {"prompting", "TF-IDF", "frozen + probe", *text_grid.TRAINED}
+    budgets = {r["budget"] for r in stored.rows}
+    assert set(text_grid.BUDGETS) <= budgets
+    assert all(len(r["test_correct"]) == len(stored.test_texts) for r in stored.rows)
+
+
+def test_recipes_are_the_ones_the_validation_search_chose():
+    record = json.loads((GRID_FILE.parent / "text_recipe.json").read_text())
+    chosen = {name: text_methods.Recipe(**fields) for name, fields in record["chosen"].items()}
+    assert chosen == text_methods.RECIPES
+    assert "test" not in json.dumps(record["data"])  # chosen on validation only
+    assert {"command", "commit", "date", "device"} <= set(record["provenance"])
