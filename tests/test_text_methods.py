@@ -483,6 +483,25 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
     assert untrained == pytest.approx(0, abs=1e-6)
 
 
+def test_length_grouped_batches_carry_less_padding_and_see_every_text_once():
+    from transferkit.text_methods import length_grouped
+
+    lengths = torch.randint(4, 60, (250,), generator=torch.Generator().manual_seed(1))
+
+    def padded_tokens(order):  # what a TextClassifier computes: each batch at its longest
+        return sum(int(lengths[b].max()) * len(b) for b in order.split(16))
+
+    grouped = length_grouped(lengths, 16)
+    first = grouped(torch.Generator().manual_seed(0))
+    assert sorted(first.tolist()) == list(range(250))  # a permutation: each text once
+    assert torch.equal(first, grouped(torch.Generator().manual_seed(0)))  # seeded
+    assert not torch.equal(first, grouped(torch.Generator().manual_seed(1)))
+    randomly = [padded_tokens(torch.randperm(250, generator=torch.Generator().manual_seed(s)))
+                for s in range(5)]
+    assert padded_tokens(first) < 0.75 * min(randomly)
+    assert padded_tokens(first) >= int(lengths.sum())
+
+
 def test_unknown_strategy_names_the_choices():
     tiny = tiny_text_model()
     with pytest.raises(ValueError, match="'partial', 'full', 'lora'.*'qlora'"):

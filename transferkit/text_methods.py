@@ -22,7 +22,8 @@ method                      what learns                                         
 **What makes it fit a laptop.** The frozen model's vector of every text is
 computed once and looked up afterwards (`EmbeddingTable`, backed by
 `transferkit.text.encode`'s disk cache); a batch is only as long as its longest
-snippet (`TextClassifier`), and prediction sorts the texts by length first
+snippet (`TextClassifier`), so training groups snippets of similar length into a
+batch (`length_grouped`) and prediction sorts them by length first
 (`predict_texts`); partial fine-tuning runs the frozen lower layers once per text
 (`transferkit.cached_bottom`).
 
@@ -308,6 +309,38 @@ def prepare(net: TextClassifier, strategy: str, *, k: int = 2, r: int = 8,
     return net
 
 
+def length_grouped(lengths: torch.Tensor, batch_size: int, group: int = 8
+                   ) -> Callable[[torch.Generator], torch.Tensor]:
+    """An epoch's order (for `fit`'s ``shuffle``) in which each batch holds texts of
+    about the same length: shuffle, cut into groups of ``group`` batches, sort each group
+    by length, then shuffle the batches. A `TextClassifier` cuts a batch at its longest
+    text, so a batch of similar lengths carries less padding (transformers' Trainer
+    calls it ``group_by_length``; on 256 review snippets in batches of 16 it computes
+    about 0.6 of the tokens of random batches). Every text is seen once per epoch; which
+    texts share a batch changes from epoch to epoch (less so with fewer than ``group``
+    batches of texts).
+    """
+    lengths = torch.as_tensor(lengths)
+
+    def order(generator: torch.Generator) -> torch.Tensor:
+        where = generator.device
+        n = len(lengths)
+        shuffled = torch.randperm(n, generator=generator, device=where)
+        size = batch_size * group
+        chunks = []
+        for start in range(0, n, size):
+            chunk = shuffled[start:start + size]
+            by_length = torch.argsort(lengths.to(where)[chunk], descending=True, stable=True)
+            chunks.append(chunk[by_length])
+        grouped = torch.cat(chunks)
+        batches = list(grouped.split(batch_size))
+        # the batches in a random order (the last, short one stays last: fit may merge it)
+        head = torch.randperm(len(batches) - 1, generator=generator, device=where).tolist()
+        return torch.cat([batches[i] for i in head] + batches[-1:])
+
+    return order
+
+
 # --- the recipe: how a transformer is fine-tuned ------------------------------------------
 
 
@@ -460,6 +493,7 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
             fit(trained, (ids, train.y), epochs=recipe.epochs_for(len(train)),
                 optimizer=optimizer, batch_size=recipe.batch_size, seed=seed,
                 schedule=linear(recipe.warmup) if recipe.schedule == "linear" else None,
+                shuffle=length_grouped((ids != pad).sum(1), recipe.batch_size),
                 callbacks=callbacks, progress=False, device=device)
             del optimizer  # its moments (twice the trained parameters) go before predicting
         seconds = time.perf_counter() - start
@@ -484,7 +518,7 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
 
 __all__ = [
     "RECIPES", "EmbeddingTable", "Recipe", "TRANSFORMER_STRATEGIES", "TextPredictor",
-    "encoder_drift", "optimizer_groups", "predict_texts", "prepare", "probe_method",
-    "prompting_method", "recipe_for", "subsample", "text_classifier", "tfidf_method",
+    "encoder_drift", "length_grouped", "optimizer_groups", "predict_texts", "prepare",
+    "probe_method", "prompting_method", "recipe_for", "subsample", "text_classifier", "tfidf_method",
     "train_probe", "transformer_method",
 ]

@@ -313,6 +313,7 @@ def fit(
     live_plot: bool = False,
     transform_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     schedule: Schedule | str | None = None,
+    shuffle: Callable[[torch.Generator], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` on ``train = (x, y)`` and return its `History`.
 
@@ -349,6 +350,11 @@ def fit(
             name): the rate of every step is ``lr × schedule(step, total)``, over
             the ``epochs × batches`` steps of the run. The history's ``lr``
             column is the first parameter group's rate at the end of each epoch.
+        shuffle: ``shuffle(generator)`` gives an epoch's order of the training
+            examples (default: a random permutation drawn with ``generator``, which
+            is on the training device and seeded by ``seed``), e.g.
+            `transferkit.text_methods.length_grouped`: batches of texts of about
+            the same length, so less of every batch is padding.
 
     Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
     returned, with the best weights restored.
@@ -406,7 +412,8 @@ def fit(
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
             trained.train()  # the model, or its DDP wrapper: same modes
-            order = torch.randperm(len(x), generator=generator, device=device)
+            order = (torch.randperm(len(x), generator=generator, device=device)
+                     if shuffle is None else shuffle(generator).to(device))
             total = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             for batch in epoch_batches(len(x), batch_size):
