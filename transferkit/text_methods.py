@@ -519,6 +519,6 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
 __all__ = [
     "RECIPES", "EmbeddingTable", "Recipe", "TRANSFORMER_STRATEGIES", "TextPredictor",
     "encoder_drift", "length_grouped", "optimizer_groups", "predict_texts", "prepare",
-    "probe_method", "prompting_method", "recipe_for", "subsample", "text_classifier", "tfidf_method",
-    "train_probe", "transformer_method",
+    "probe_method", "prompting_method", "recipe_for", "subsample", "text_classifier",
+    "tfidf_method", "train_probe", "transformer_method",
 ]
