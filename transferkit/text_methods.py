@@ -195,7 +195,8 @@ def tfidf_method(*, ngram_range: tuple[int, int] = (1, 2), C: float = 10.0,
     the vocabulary is learnt from the labelled texts only, so a word never seen
     with a label is invisible to it) and a logistic regression (inverse
     regularisation ``C``) separates the classes. Knows nothing of language beyond
-    those words: it is what pre-training must beat.
+    those words: it is what pre-training must beat. Its rows record how many words
+    and word pairs it knows (``vocabulary``).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 (slow import)
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
@@ -208,7 +209,8 @@ def tfidf_method(*, ngram_range: tuple[int, int] = (1, 2), C: float = 10.0,
         pipeline.fit(list(train.x), train.y.numpy())
         n = pipeline[-1].coef_.size + pipeline[-1].intercept_.size
         return TextPredictor(lambda texts: pipeline.predict(texts), pipeline,
-                             {"trainable_params": n})
+                             {"trainable_params": n,
+                              "vocabulary": len(pipeline[0].vocabulary_)})
 
     method.__name__ = "TF-IDF"
     return method
