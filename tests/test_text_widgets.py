@@ -157,3 +157,35 @@ def test_prompt_lab_refuses_prompts_that_do_not_fit_the_labels(minilm, val_subse
         widgets.prompt_lab(minilm, val_subset, {"fresh": "a good movie", "rotten": "a bad one"})
     with pytest.raises(ValueError, match="one wording per label"):
         widgets.prompt_lab(minilm, val_subset, {"fresh": "a good movie"})
+
+
+def test_step_curve_figure_draws_a_line_per_run_and_the_floor():
+    curve = [{"step": 0, "accuracy": 0.55}, {"step": 8, "accuracy": 0.52},
+             {"step": 16, "accuracy": 0.70}]
+    fig = plots.step_curve_figure({"fresh head": curve, "LP-FT": curve[:2]}, majority=0.58)
+    assert [t.name for t in fig.data] == ["fresh head", "LP-FT"]
+    assert list(fig.data[0].x) == [0, 8, 16] and list(fig.data[0].y) == [0.55, 0.52, 0.70]
+    assert any("0.580" in a.text for a in fig.layout.annotations)
+    with pytest.raises(KeyError, match="'step' and 'accuracy'"):
+        plots.step_curve_figure({"bad": [{"step": 0}]})
+    with pytest.raises(ValueError, match="no curves"):
+        plots.step_curve_figure({})
+
+
+def test_live_and_stored_figure_tells_live_from_stored():
+    def summary(method, means):
+        return [{"method": method, "budget": b, "per_class": b, "mean": m, "half_width": 0.02,
+                 "std": 0.01, "n": 5, "min": m - 0.02, "max": m + 0.02}
+                for b, m in zip((8, 32, 128), means, strict=True)]
+
+    stored = summary("full", (0.6, 0.7, 0.75)) + summary("TF-IDF", (0.55, 0.6, 0.65))
+    live = [r for r in summary("full", (0.61, 0.69, 0.76)) if r["budget"] == 128]
+    fig = plots.live_and_stored_figure(live, stored, stored_label="stored: 2026-12-04, cpu")
+    names = [t.name for t in fig.data]
+    assert "full (stored)" in names and "TF-IDF (stored)" in names and "full (live)" in names
+    live_trace = fig.data[names.index("full (live)")]
+    stored_trace = fig.data[names.index("full (stored)")]
+    assert list(live_trace.x) == [128] and list(live_trace.y) == [0.76]
+    assert live_trace.marker.color == stored_trace.line.color  # one colour per method
+    assert stored_trace.line.dash == "dot"
+    assert any("stored: 2026-12-04" in a.text for a in fig.layout.annotations)

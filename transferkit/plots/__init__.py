@@ -16,7 +16,8 @@ these functions. One module per lesson, all importable from here:
 ``plots.finetune`` (04)         ``shift_figure``, ``feature_drift_figure``
 ``plots.transfer`` (05)         ``photo_grid``, ``transferability_figure``
 ``plots.schedules`` (06)        ``schedule_figure``, ``cost_figure``
-``plots.text`` (07)             ``attention_figure``, ``prompt_accuracy_figure``
+``plots.text`` (07)             ``attention_figure``, ``prompt_accuracy_figure``,
+                                ``step_curve_figure``, ``live_and_stored_figure``
 ==============================  ==================================================
 """
 
@@ -30,7 +31,12 @@ from .common import class_counts_figure, history_columns, history_figure, image_
 from .finetune import feature_drift_figure, shift_figure
 from .gd import contour_figure, descent_1d_figure, loss_curve_figure
 from .schedules import cost_figure, schedule_figure
-from .text import attention_figure, prompt_accuracy_figure
+from .text import (
+    attention_figure,
+    live_and_stored_figure,
+    prompt_accuracy_figure,
+    step_curve_figure,
+)
 from .training import confusion_matrix_figure, curves_figure, label_budget_figure, sweep_figure
 from .transfer import photo_grid, transferability_figure
 
@@ -38,7 +44,8 @@ __all__ = [
     "attention_figure", "class_counts_figure", "code_map_figure", "code_size_figure",
     "confusion_matrix_figure", "contour_figure", "cost_figure", "curves_figure",
     "descent_1d_figure", "feature_drift_figure", "history_columns", "history_figure",
-    "image_grid", "interpolation_figure", "label_budget_figure", "loss_curve_figure",
-    "photo_grid", "prompt_accuracy_figure", "reconstruction_grid", "schedule_figure",
-    "shift_figure", "sweep_figure", "transferability_figure",
+    "image_grid", "interpolation_figure", "label_budget_figure", "live_and_stored_figure",
+    "loss_curve_figure", "photo_grid", "prompt_accuracy_figure", "reconstruction_grid",
+    "schedule_figure", "shift_figure", "step_curve_figure", "sweep_figure",
+    "transferability_figure",
 ]
