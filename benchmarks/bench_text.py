@@ -63,7 +63,7 @@ from transferkit.heads import TextClassifier
 from transferkit.lora import add_lora
 from transferkit.text import encode, load_text_model, token_ids
 from transferkit.text_data import reviews_splits
-from transferkit.text_methods import predict_texts
+from transferkit.text_finetune import predict_texts
 from transferkit.train import evaluate
 
 MEMORY_BUDGET = 2 * 2**30

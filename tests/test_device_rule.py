@@ -19,7 +19,7 @@ import torch
 from standin_device import STANDIN, OnStandIn, StandInAccelerator
 from torch import nn
 
-from transferkit import autoencoder, data, finetune, lora, text, text_methods, train
+from transferkit import autoencoder, data, finetune, lora, text, text_finetune, text_methods, train
 from transferkit.cached_bottom import CachedBottomClassifier
 from transferkit.data import Data
 from transferkit.experiments import fit_method, label_budget_study, logistic_regression
@@ -233,12 +233,12 @@ def test_the_probe_trained_on_the_accelerator_predicts_from_cpu_vectors(accelera
     assert predicted.shape == (len(test_set),)
 
 
-@pytest.mark.parametrize("strategy", text_methods.TRANSFORMER_STRATEGIES)
+@pytest.mark.parametrize("strategy", text_finetune.TRANSFORMER_STRATEGIES)
 def test_each_transformer_strategy_trains_and_predicts_on_the_accelerator(accelerator,
                                                                          tiny_text, strategy):
     model, train_set, test_set = tiny_text
     table = text_methods.EmbeddingTable(model, train_set.x, test_set.x)
-    predictor = text_methods.transformer_method(table, strategy, epochs=1, batch_size=8, k=1)(
+    predictor = text_finetune.transformer_method(table, strategy, epochs=1, batch_size=8, k=1)(
         train_set, test_set, 0)
     assert all_on_accelerator(predictor.model)
     assert predictor(test_set.x).shape == (len(test_set),)
@@ -258,7 +258,7 @@ def test_text_model_functions_take_a_model_on_the_accelerator(accelerator, tiny_
     net = TextClassifier(copy.deepcopy(model.model).to(accelerator.device), 2)
     assert all_on_accelerator(net)
     ids = text.token_ids(model.tokenizer, list(train_set.x[:5]))
-    assert on_cpu(text_methods.predict_texts(net, ids))
+    assert on_cpu(text_finetune.predict_texts(net, ids))
     bottom = CachedBottomClassifier(net, 1)
     assert on_accelerator(bottom(ids.to(accelerator.device)))
     lora.add_lora(net, r=2, targets=("query", "value"))

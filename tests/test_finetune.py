@@ -37,7 +37,8 @@ from transferkit.finetune import (
     unfreeze,
     without_head,
 )
-from transferkit.train import fit, untrained_parameters
+from transferkit.optimizers import untrained_parameters
+from transferkit.train import fit
 
 
 def bn_net(seed=0):

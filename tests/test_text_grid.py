@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from transferkit import text_grid, text_methods
+from transferkit import text_finetune, text_grid
 from transferkit.data import Data
 from transferkit.text_data import Texts
 from transferkit.text_grid import (
@@ -59,8 +59,8 @@ def test_a_grid_made_with_another_recipe_is_refused(tmp_path, monkeypatch):
     test = texts_data(TEXTS)
     path = save_grid(rows_for("full", range(2), pattern), test, PROVENANCE,
                      tmp_path / "grid.json.xz")
-    changed = dict(text_methods.RECIPES, full=text_methods.recipe_for("full", lr=1e-3))
-    monkeypatch.setattr(text_methods, "RECIPES", changed)
+    changed = dict(text_finetune.RECIPES, full=text_finetune.recipe_for("full", lr=1e-3))
+    monkeypatch.setattr(text_finetune, "RECIPES", changed)
     with pytest.raises(StaleGridError, match=r"full.*python3 tools/text_grid.py"):
         load_grid(path)
     assert load_grid(path, check=False).rows  # readable when asked, e.g. to compare
@@ -108,7 +108,7 @@ def test_the_stored_grid_was_made_with_todays_methods():
 
 def test_recipes_are_the_ones_the_validation_search_chose():
     record = json.loads((GRID_FILE.parent / "text_recipe.json").read_text())
-    chosen = {name: text_methods.Recipe(**fields) for name, fields in record["chosen"].items()}
-    assert chosen == text_methods.RECIPES
+    chosen = {name: text_finetune.Recipe(**fields) for name, fields in record["chosen"].items()}
+    assert chosen == text_finetune.RECIPES
     assert "test" not in json.dumps(record["data"])  # chosen on validation only
     assert {"command", "commit", "date", "device"} <= set(record["provenance"])

@@ -11,26 +11,28 @@ import pytest
 import torch
 import transformers  # a dependency: missing, the tests fail
 
-from transferkit import text_methods
+from transferkit import text_finetune, text_methods
 from transferkit.data import Data
 from transferkit.experiments import label_budget_study
 from transferkit.heads import TextClassifier
 from transferkit.lora import lora_layers, lora_parameter_count
 from transferkit.text import TextModel, encode
 from transferkit.text_data import Texts
-from transferkit.text_methods import (
+from transferkit.text_finetune import (
     TRANSFORMER_STRATEGIES,
-    EmbeddingTable,
-    TextPredictor,
     predict_texts,
     prepare,
+    text_classifier,
+    transformer_method,
+)
+from transferkit.text_methods import (
+    EmbeddingTable,
+    TextPredictor,
     probe_method,
     prompting_method,
     subsample,
-    text_classifier,
     tfidf_method,
     train_probe,
-    transformer_method,
 )
 
 
@@ -400,7 +402,7 @@ def test_text_classifier_starts_from_the_probe_when_asked(minilm, pristine, mini
     assert torch.equal(net.head.weight, probe.weight) and torch.equal(net.head.bias, probe.bias)
     assert net.encoder is not minilm.model and net.encoder.pooler is None
     with torch.no_grad():  # the same classifier as the probe on the frozen vectors
-        ids = text_methods.token_ids(minilm.tokenizer, SNIPPETS)
+        ids = text_finetune.token_ids(minilm.tokenizer, SNIPPETS)
         assert torch.allclose(net.eval()(ids), probe(minilm_table.vectors(SNIPPETS)),
                               atol=1e-4)
     cold = text_classifier(minilm_table, train, seed=0)  # a fresh head by default
@@ -412,7 +414,7 @@ def test_text_classifier_starts_from_the_probe_when_asked(minilm, pristine, mini
 
 
 def test_recipe_settings_are_checked_and_fingerprinted():
-    from transferkit.text_methods import RECIPES, Recipe, recipe_for
+    from transferkit.text_finetune import RECIPES, Recipe, recipe_for
 
     assert set(RECIPES) == set(TRANSFORMER_STRATEGIES)
     full = recipe_for("full")
@@ -434,7 +436,7 @@ def test_recipe_settings_are_checked_and_fingerprinted():
 
 
 def test_optimizer_groups_keep_weight_decay_off_norms_and_biases():
-    from transferkit.text_methods import optimizer_groups, recipe_for
+    from transferkit.text_finetune import optimizer_groups, recipe_for
 
     tiny = tiny_text_model()
     net = TextClassifier(copy.deepcopy(tiny.model), 2)
@@ -457,20 +459,20 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
     data = toy_reviews(32)
     table = EmbeddingTable(tiny, data.x)
     rates = []
-    real_fit = text_methods.fit
+    real_fit = text_finetune.fit
 
     def spy(model, train, *args, optimizer, **kwargs):
         history = real_fit(model, train, *args, optimizer=optimizer, **kwargs)
         rates.append([g["lr"] for g in optimizer.param_groups])
         return history
 
-    text_methods.fit = spy
+    text_finetune.fit = spy
     try:
         method = transformer_method(table, "full", epochs=2, batch_size=8, curve=(data, 4),
                                     drift_on=data.x[:10])
         predictor = method(data, None, 0)
     finally:
-        text_methods.fit = real_fit
+        text_finetune.fit = real_fit
     recipe = method.recipe
     peak = [recipe.lr, recipe.lr, recipe.head_lr, recipe.head_lr]  # body (wd, no wd), head
     assert sorted(rates[0]) == pytest.approx(sorted(r / 7 for r in peak))
@@ -478,13 +480,13 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
     assert m["steps"] == 8 and [row["step"] for row in m["curve"]] == [0, 4, 8]
     assert all(0 <= row["accuracy"] <= 1 for row in m["curve"])
     assert m["feature_drift"] > 0 and m["recipe"] == method.recipe.fingerprint()
-    untrained = text_methods.encoder_drift(
+    untrained = text_finetune.encoder_drift(
         TextClassifier(copy.deepcopy(tiny.model), 2), table, data.x[:10])
     assert untrained == pytest.approx(0, abs=1e-6)
 
 
 def test_length_grouped_batches_carry_less_padding_and_see_every_text_once():
-    from transferkit.text_methods import length_grouped
+    from transferkit.text_finetune import length_grouped
 
     lengths = torch.randint(4, 60, (250,), generator=torch.Generator().manual_seed(1))
 

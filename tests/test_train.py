@@ -8,8 +8,8 @@ from torch import nn
 from transferkit import plots
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import model_device
+from transferkit.optimizers import OPTIMIZERS, fused_optimizer
 from transferkit.train import (
-    OPTIMIZERS,
     Callback,
     EarlyStopping,
     FitState,
@@ -17,7 +17,6 @@ from transferkit.train import (
     eval_mode,
     evaluate,
     fit,
-    fused_optimizer,
     predict,
 )
 

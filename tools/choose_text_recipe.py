@@ -4,7 +4,7 @@
                                                             # on 2 CPU cores; minutes on a GPU)
     .venv/bin/python tools/choose_text_recipe.py --check    # RECIPES == the stored choice?
 
-For each strategy of `transferkit.text_methods.transformer_method` (full, partial,
+For each strategy of `transferkit.text_finetune.transformer_method` (full, partial,
 LoRA) it trains candidates on labelled draws from the *training* split and scores them
 on a fixed subsample of the *validation* split; the test split is never loaded. It
 searches in stages, each starting from the best of the one before (highest mean
@@ -20,7 +20,7 @@ validation accuracy over the seeds, every candidate on the same draws and snippe
 
 The record (every run with its per-snippet correctness, so any two candidates can be
 compared paired; the choice; the command, commit, date, versions and device) goes to
-``transferkit/assets/text_recipe.json``; `transferkit.text_methods.RECIPES` must then
+``transferkit/assets/text_recipe.json``; `transferkit.text_finetune.RECIPES` must then
 hold the chosen recipes (``--check`` and a test compare them). Lesson 07 shows the
 record's table, labelled as stored.
 """
@@ -47,13 +47,8 @@ from transferkit.data import few_labels  # noqa: E402
 from transferkit.device import pick_device  # noqa: E402
 from transferkit.text import load_text_model  # noqa: E402
 from transferkit.text_data import reviews_splits  # noqa: E402
-from transferkit.text_methods import (  # noqa: E402
-    RECIPES,
-    EmbeddingTable,
-    Recipe,
-    subsample,
-    transformer_method,
-)
+from transferkit.text_finetune import RECIPES, Recipe, transformer_method  # noqa: E402
+from transferkit.text_methods import EmbeddingTable, subsample  # noqa: E402
 
 OUT = ROOT / "transferkit" / "assets" / "text_recipe.json"
 BUDGET = 128  # labels per class: the budget lesson 07 trains live
@@ -192,7 +187,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny search that checks the script runs (not a choice)")
     parser.add_argument("--check", action="store_true",
-                        help="only compare transferkit.text_methods.RECIPES with the record")
+                        help="only compare transferkit.text_finetune.RECIPES with the record")
     args = parser.parse_args(argv)
     if args.check:
         chosen = chosen_recipes(load_record(Path(args.out)))

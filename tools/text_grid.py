@@ -4,7 +4,7 @@
     .venv/bin/python tools/text_grid.py --all    # and every pool label ("all"), as on a GPU
 
 Every method of `transferkit.text_grid.grid_methods` (prompting, TF-IDF, the frozen probe,
-partial, full and LP-FT fine-tuning, LoRA: the recipes of `transferkit.text_methods.RECIPES`)
+partial, full and LP-FT fine-tuning, LoRA: the recipes of `transferkit.text_finetune.RECIPES`)
 × 8, 32, 128 and 512 labels per class × 5 seeds, each scored on the whole test split,
 with the encoder's drift measured on 200 validation snippets. The rows, the settings'
 fingerprint and the provenance (this command, the commit, the date, the versions and the

@@ -36,11 +36,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli", "data",
-    "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing", "gd",
-    "heads", "layers", "lora", "magics", "metrics", "models", "modes", "plots", "schedules",
-    "selection", "stats", "student", "text", "text_checks", "text_data", "text_grid",
-    "text_methods", "train", "transferability", "widgets", "workspace",
+    "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
+    "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
+    "gd", "heads", "layers", "lora", "magics", "metrics", "models", "modes", "optimizers",
+    "plots", "schedules", "selection", "stats", "student", "text", "text_checks", "text_data",
+    "text_finetune", "text_grid", "text_methods", "train", "transferability", "widgets",
+    "workspace",
 }
 
 

@@ -56,15 +56,8 @@ from .freezing import (
 from .heads import Classifier, feature_size, find_head, replace_head, without_head
 from .layers import LayerGroup, layer_groups
 from .modes import eval_mode
-from .train import (
-    OPTIMIZERS,
-    History,
-    as_xy,
-    epochs_for_steps,
-    fit,
-    fused_optimizer,
-    untrained_parameters,
-)
+from .optimizers import OPTIMIZERS, fused_optimizer, untrained_parameters
+from .train import History, as_xy, epochs_for_steps, fit
 
 STRATEGIES = ("scratch", "linear_probe", "full", "partial", "gradual", "discriminative",
               "lp_ft")

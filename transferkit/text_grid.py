@@ -35,16 +35,15 @@ from typing import Any
 from .data import Data
 from .stats import compare_methods
 from .text_data import reviews_splits
+from .text_finetune import recipe_for, transformer_method
 from .text_methods import (
     EmbeddingTable,
     Method,
     probe_method,
     prompting_method,
-    recipe_for,
     subsample,
     tfidf_method,
     train_probe,
-    transformer_method,
 )
 
 GRID_FILE = Path(__file__).resolve().parent / "assets" / "text_grid.json.xz"

@@ -50,32 +50,12 @@ from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-expo
 from .device import model_device, pick_device
 from .distributed import SINGLE, Ranks, join
 from .modes import eval_mode, module_modes, restore_modes
+from .optimizers import make_optimizer
 from .schedules import Schedule, get_schedule
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
-OPTIMIZERS = {  # name -> (class, default learning rate)
-    "adam": (torch.optim.Adam, 1e-3),
-    "adamw": (torch.optim.AdamW, 1e-3),
-    "sgd": (torch.optim.SGD, 0.1),
-}
-
-
-def fused_optimizer(cls: type, params: Any, **options: Any) -> torch.optim.Optimizer:
-    """``cls(params, **options)``, fused where torch can: for Adam, AdamW and SGD with
-    every parameter a float tensor on the CPU or a CUDA GPU, each tensor's update is
-    one kernel instead of about ten small operations (the same numbers to rounding; a
-    tiny network's training step about a fifth faster on one CPU thread)."""
-    params = [dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params]
-    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-    if (cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) and "fused" not in options
-            and "foreach" not in options and all(
-                t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)):
-        options["fused"] = True
-    return cls(params, **options)
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -107,48 +87,6 @@ def _loss_fn(loss: str | LossFn) -> LossFn:
     if loss not in _LOSSES:
         raise ValueError(f"unknown loss {loss!r}; use one of {sorted(_LOSSES)} or a function.")
     return _LOSSES[loss]
-
-
-def untrained_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """Trainable parameters of ``model`` that ``optimizer`` does not hold: they get
-    gradients, but no optimizer step ever changes them. (The classic case: an
-    optimizer built from the trainable parameters only, and a layer unfrozen later.)"""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
-
-
-def _make_optimizer(optimizer: Any, model: nn.Module, lr: float | None, weight_decay: float):
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if lr is not None:
-            raise ValueError("lr is set on the optimizer you passed; do not also pass lr=.")
-        left_out = untrained_parameters(model, optimizer)
-        if left_out:
-            warnings.warn(
-                f"{len(left_out)} trainable parameters are not in the optimizer, so they will "
-                f"not change: {', '.join(left_out[:6])}{' …' if len(left_out) > 6 else ''}. "
-                "Build the optimizer over all the parameters you unfroze (e.g. "
-                "transferkit.finetune.param_groups(model, lr)), or freeze these.",
-                UserWarning, stacklevel=3,
-            )
-        return optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(
-            "every parameter of the model is frozen (requires_grad=False), so there is "
-            "nothing to train. Unfreeze some layers first."
-        )
-    if isinstance(optimizer, str):
-        if optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)},"
-                             " a torch.optim class or an optimizer instance.")
-        cls, default_lr = OPTIMIZERS[optimizer.lower()]
-        return fused_optimizer(cls, params, lr=default_lr if lr is None else lr,
-                               weight_decay=weight_decay)
-    if callable(optimizer):  # a class or functools.partial(torch.optim.SGD, momentum=0.9)
-        kwargs = {"weight_decay": weight_decay} if weight_decay else {}
-        return optimizer(params, lr=1e-3 if lr is None else lr, **kwargs)
-    raise TypeError(f"optimizer must be a name, a torch.optim class or an instance, "
-                    f"got {type(optimizer).__name__}.")
 
 
 def _is_classification(output: torch.Tensor, y: torch.Tensor) -> bool:
@@ -387,7 +325,7 @@ def fit(
     model.to(device)
     loss_fn = _loss_fn(loss)
     classify, initial_loss = _preflight(model, x, y, loss_fn)
-    opt = _make_optimizer(optimizer, model, lr, weight_decay)
+    opt = make_optimizer(optimizer, model, lr, weight_decay)
     schedule = get_schedule(schedule)
     ranks.check_batches(epoch_batches(len(x), batch_size))
     scheduler = schedule and schedule.attach(opt, epochs * len(epoch_batches(len(x), batch_size)))
@@ -535,7 +473,7 @@ def predict(
 
 
 __all__ = [
-    "OPTIMIZERS", "Callback", "EarlyStopping", "FitState", "History", "as_xy", "epoch_batches",
-    "epochs_for_steps", "eval_mode", "evaluate", "fit", "fused_optimizer", "load_checkpoint",
-    "module_modes", "predict", "restore_modes", "save_checkpoint", "untrained_parameters",
+    "Callback", "EarlyStopping", "FitState", "History", "as_xy", "epoch_batches",
+    "epochs_for_steps", "eval_mode", "evaluate", "fit", "load_checkpoint",
+    "module_modes", "predict", "restore_modes", "save_checkpoint",
 ]
