@@ -12,6 +12,7 @@ from transferkit.selection import (
     COST_COLUMNS,
     SealedTestSet,
     TestSetAlreadyUsed,
+    comparisons,
     guide,
     leaderboard,
     search,
@@ -253,3 +254,16 @@ def test_guide_gives_two_way_intervals_for_both_comparisons(splits, nearest_clas
     assert row["pre-training vs scratch"].startswith("cannot tell (+0.003, 95 % interval [")
     assert row["feature extraction vs best"].startswith("behind (-")
     assert "95 % interval" in row["feature extraction vs best"]
+
+
+def test_comparisons_give_one_record_per_other_candidate(board):
+    from transferkit.stats import chance_note
+
+    records = comparisons(board)
+    assert [r["method"] for r in records] == ["near", "wide", "low"]
+    assert all(r["baseline"] == "top" and r["metric"] == "val_accuracy" for r in records)
+    assert [r["method"] for r in records if r["verdict"] == "cannot tell apart"] == \
+        tied_with(board)
+    assert chance_note(records).startswith("3 verdicts at the 95 % level: 0 beats, 2 loses to")
+    with pytest.raises(KeyError, match="no candidate 'nope'"):
+        comparisons(board, "nope")

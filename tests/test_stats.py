@@ -447,8 +447,8 @@ def test_compare_leads_pairs_the_two_test_sets_image_by_image():
     assert record["gap"] == pytest.approx(expected.gap)
     assert record["half_width"] == pytest.approx(expected.half_width)
     assert record["verdict"] == BEATS
-    assert describe(record).startswith("LP-FT's lead over full on rotated beats its lead on "
-                                       "test at 3 labels per class")
+    assert describe(record).startswith("LP-FT's lead over full on rotated is larger than its "
+                                       "lead on test at 3 labels per class")
 
 
 def test_needed_to_resolve_projects_the_variance_components():

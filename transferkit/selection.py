@@ -92,6 +92,19 @@ def _runs_of(board: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return rows
 
 
+def comparisons(board: Sequence[Mapping[str, Any]], name: str | None = None
+                ) -> list[dict[str, Any]]:
+    """Every other candidate against ``name`` (default: the winner) on validation accuracy:
+    one `transferkit.stats.compare_methods` record each, best candidate first (for
+    `transferkit.stats.describe` and `transferkit.stats.chance_note`)."""
+    name = name or winner(board)
+    if name not in {e["method"] for e in board}:
+        raise KeyError(f"no candidate {name!r} on the leaderboard.")
+    rows = _runs_of(board)
+    return [record for entry in board if entry["method"] != name
+            for record in compare_methods(rows, entry["method"], name, metric="val_accuracy")]
+
+
 def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> list[str]:
     """The other candidates the validation set cannot tell apart from ``name`` (default:
     the winner).
@@ -102,18 +115,8 @@ def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> li
     that the two are equal, only that this search cannot rank them; more seeds
     or a larger validation set can separate them.
     """
-    name = name or winner(board)
-    if name not in {e["method"] for e in board}:
-        raise KeyError(f"no candidate {name!r} on the leaderboard.")
-    rows = _runs_of(board)
-    tied = []
-    for entry in board:
-        if entry["method"] == name:
-            continue
-        records = compare_methods(rows, entry["method"], name, metric="val_accuracy")
-        if any(r["verdict"] not in (BEATS, LOSES) for r in records):
-            tied.append(entry["method"])
-    return tied
+    return list(dict.fromkeys(r["method"] for r in comparisons(board, name)
+                              if r["verdict"] not in (BEATS, LOSES)))
 
 
 def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
@@ -228,5 +231,6 @@ class SealedTestSet:
         return f"SealedTestSet({len(self)} examples, {state})"
 
 
-__all__ = ["COST_COLUMNS", "Leaderboard", "SealedTestSet", "TestSetAlreadyUsed", "guide",
+__all__ = ["COST_COLUMNS", "Leaderboard", "SealedTestSet", "TestSetAlreadyUsed", "comparisons",
+           "guide",
            "leaderboard", "recommend", "rows_html", "search", "tied_with", "winner"]

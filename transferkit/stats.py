@@ -153,9 +153,8 @@ def two_way_interval(d: Any, level: float = 0.95) -> TwoWay:
 
 
 def _verdict(low: float, high: float, margin: float | None) -> str:
-    if margin is not None and -margin <= low and high <= margin:
-        return TIES
-    return BEATS if low > 0 else LOSES if high < 0 else CANNOT_TELL
+    return (TIES if margin is not None and -margin <= low and high <= margin else
+            BEATS if low > 0 else LOSES if high < 0 else CANNOT_TELL)
 
 
 def _record(level: float, margin: float | None, gap: float, variance: float, df: float,
@@ -399,9 +398,10 @@ def compare_leads(rows: Sequence[Mapping[str, Any]], method: str, baseline: str,
                              f"{keys[1]}, of the same items in the same order.")
         records.append(_two_way_record(
             one - two, level, None, budget=budget, metric=metric, items_name="items",
-            method=f"{method}'s lead over {baseline} on {first}",
-            baseline=f"its lead on {second}", method_mean=float(one.mean()),
-            baseline_mean=float(two.mean())))
+            method=f"{method}'s lead over {baseline} on {first}", baseline=f"its lead on {second}",
+            where=_budget_phrase("all" if budget is None else budget), verbs={
+                BEATS: "is larger than", LOSES: "is smaller than"},
+            method_mean=float(one.mean()), baseline_mean=float(two.mean())))
     return records
 
 
@@ -512,7 +512,7 @@ def describe(record: Mapping[str, Any]) -> str:
                 f"{_resolve_phrase(record)}")
     if verdict == TIES:
         return f"{name} ties with {other}{where} (within ±{record['margin']:g}): {numbers}"
-    return f"{name} {verdict} {other}{where}: {numbers}"
+    return f"{name} {record.get('verbs', {}).get(verdict, verdict)} {other}{where}: {numbers}"
 
 
 __all__ = ["BEATS", "CANNOT_TELL", "LOSES", "TIES", "TwoWay", "chance_note", "compare_leads",
