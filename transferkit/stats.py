@@ -413,23 +413,23 @@ def needed_to_resolve(record: Mapping[str, Any]) -> dict[str, int | None]:
     interval exclude 0 for a gap of the observed size; None where that alone cannot.
 
     Var(k, n) = var_seed/k + var_item/n + var_res/(k·n) (the record's components)
-    resolves the gap when z·√Var < |gap|, z the normal quantile: a projection.
+    resolves the gap when t·√Var < |gap|: t at the record's ``df`` for more items, at
+    that df grown in proportion to k − 1 for more seeds (normal without a df).
 
     >>> needed_to_resolve({"gap": 0.03, "seeds": 3, "items": 300, "level": 0.95,
     ...                    "var_seed": 0.0003, "var_item": 0.1, "var_res": 0.05})
     {'seeds': None, 'items': 869}
     """
-    gap, k, n = abs(record["gap"]), record["seeds"], record.get("items")
+    gap, k, n, df = abs(record["gap"]), record["seeds"], record.get("items"), record.get("df")
     a, b, e = (float(record.get(key, 0.0)) for key in ("var_seed", "var_item", "var_res"))
     if gap == 0 or not n:
         return {"seeds": None, "items": None}
-    target = (gap / float(_scipy_stats.norm.ppf((1 + record["level"]) / 2))) ** 2
-    seeds = items = None
-    if target > b / n:  # more seeds shrink a + e/n, not b/n
-        seeds = max(math.ceil((a + e / n) / (target - b / n)), k + 1)
-    if target > a / k:  # more items shrink b + e/k, not a/k
-        items = max(math.ceil((b + e / k) / (target - a / k)), n + 1)
-    return {"seeds": seeds, "items": items}
+    more = np.arange(k + 1, 100_001)  # seeds: the first count whose interval clears 0
+    t = _t_quantile(record["level"], math.inf if df is None else df * (more - 1) / (k - 1))
+    clear = t * np.sqrt(a / more + b / n + e / (more * n)) < gap
+    target = (gap / float(_t_quantile(record["level"], math.inf if df is None else df))) ** 2
+    items = max(math.ceil((b + e / k) / (target - a / k)), n + 1) if target > a / k else None
+    return {"seeds": int(more[clear.argmax()]) if clear.any() else None, "items": items}
 
 
 def _resolve_phrase(record: Mapping[str, Any]) -> str:
