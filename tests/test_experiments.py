@@ -164,12 +164,35 @@ def test_compare_to_baseline_pairs_runs_by_seed():
     one, ten, everything = ex.compare_to_baseline(rows, "mlp", "lr")
     # +0.02 on every seed, while both swing by ±0.1: a real, small win
     assert one.startswith("mlp beats lr at 1 label per class: gap +0.020")
-    assert "95 % interval [+0.020, +0.020] over 5 seeds" in one
-    assert "is within the noise of lr at 10 labels per class" in ten
+    assert "95 % interval [+0.020, +0.020] over 5 seeds (seeds only" in one
+    assert ten.startswith("mlp vs lr at 10 labels per class: cannot tell apart at this size")
     assert everything.startswith("mlp loses to lr with all labels: gap -0.030")
     assert "(means " in everything
     with pytest.raises(ValueError, match="no runs of method 'cnn'"):
         ex.compare_to_baseline(rows, "cnn", "lr")
+
+
+def test_compare_to_baseline_prints_the_means_of_the_paired_runs():
+    rows = per_run_rows({5: 0.02}, seeds=3)
+    rows.append({"method": "lr", "budget": 5, "seed": 9, "per_class": 5, "n_train": 50,
+                 "test_accuracy": 0.0})  # a seed the MLP was never run with
+    paired = [r["test_accuracy"] for r in rows if r["seed"] != 9]
+    [sentence] = ex.compare_to_baseline(rows, "mlp", "lr")
+    mlp, lr = np.mean(paired[0::2]), np.mean(paired[1::2])
+    assert sentence.endswith(f"(means {mlp:.3f} vs {lr:.3f})")
+
+
+def test_compare_to_baseline_keeps_its_records_for_counting(splits, nearest_class_mean):
+    from transferkit.stats import chance_note
+
+    rows = ex.label_budget_study({"nearest": nearest_class_mean,
+                                  "lr": ex.logistic_regression}, splits, budgets=(2, 5),
+                                 seeds=(0, 1, 2), progress=False)
+    verdicts = ex.compare_to_baseline(rows, "nearest", "lr")
+    assert len(verdicts) == len(verdicts.records) == 2
+    assert all(r["source"] == "seeds and items" and r["items"] == 360
+               for r in verdicts.records)
+    assert chance_note(verdicts.records).startswith("2 verdicts at the 95 % level")
 
 
 def test_compare_to_baseline_refuses_a_summary():
@@ -187,7 +210,37 @@ def test_study_rows_keep_which_test_images_each_run_got_right(splits):
         assert {type(v) for v in right} == {bool}
         assert np.mean(right) == pytest.approx(row["test_accuracy"])
     (record,) = [r for r in ex.compare_to_baseline(rows, "logistic", "logistic")][:1]
-    assert "within the noise" in record  # a method against itself: gap 0, interval [0, 0]
+    assert "cannot tell apart" in record  # a method against itself: gap 0, interval [0, 0]
+
+
+def test_study_rows_keep_per_item_results_and_fingerprints_of_every_set(splits,
+                                                                        nearest_class_mean):
+    shifted = Data(splits.test.x.flip(1), splits.test.y)
+    rows = ex.label_budget_study({"nearest": nearest_class_mean}, splits, budgets=(3,),
+                                 seeds=(0, 1), also_test={"shifted": shifted}, progress=False)
+    for row in rows:
+        for split, data in (("val", splits.val), ("test", splits.test), ("shifted", shifted)):
+            assert len(row[f"{split}_correct"]) == len(data)
+            assert np.mean(row[f"{split}_correct"]) == pytest.approx(row[f"{split}_accuracy"])
+            assert row[f"{split}_fingerprint"] == ex.data_fingerprint(data)
+    fingerprints = {ex.data_fingerprint(d) for d in (splits.val, splits.test, shifted)}
+    assert len(fingerprints) == 3  # the same size, other images: other fingerprints
+    assert ex.data_fingerprint(Data(splits.test.x.clone(), splits.test.y.clone())) == \
+        ex.data_fingerprint(splits.test)
+    with pytest.raises(ValueError, match="'val' and 'test' are taken"):
+        ex.label_budget_study({"nearest": nearest_class_mean}, splits, budgets=(3,),
+                              seeds=(0,), also_test={"test": shifted}, progress=False)
+
+
+def test_runs_from_two_test_sets_of_one_size_are_not_compared(splits, nearest_class_mean):
+    other = Data(splits.test.x.flip(1), splits.test.y)
+    first = ex.label_budget_study({"a": nearest_class_mean}, splits, budgets=(3,),
+                                  seeds=(0, 1), progress=False)
+    second = ex.label_budget_study({"b": nearest_class_mean}, (splits.train, splits.val, other),
+                                   budgets=(3,), seeds=(0, 1), progress=False)
+    with pytest.raises(ValueError, match="different test sets"):
+        ex.compare_to_baseline(first + second, "a", "b")
+    assert ex.compare_to_baseline(first + second, "a", "b", metric="val_accuracy")
 
 
 def test_study_rows_and_summary_carry_the_test_set_size(splits):

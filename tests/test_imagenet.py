@@ -40,6 +40,7 @@ from transferkit.imagenet import (
     top_label,
 )
 from transferkit.models import backbone, cached_weights_path, imagenet_categories, weights_enum
+from transferkit.stats import compare_methods
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -261,4 +262,8 @@ def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
     assert sorted({r["method"] for r in rows}) == ["ImageNet features, 32 px",
                                                    "logistic regression (pixels)"]
     assert len(rows) == 4 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    # the same test digits, as pixels and as features: comparable image by image
+    assert len({r["test_fingerprint"] for r in rows}) == 1
+    [record] = compare_methods(rows, "ImageNet features, 32 px", "logistic regression (pixels)")
+    assert record["source"] == "seeds and items"
     assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)

@@ -12,6 +12,8 @@ from transferkit.selection import (
     COST_COLUMNS,
     SealedTestSet,
     TestSetAlreadyUsed,
+    comparisons,
+    guide,
     leaderboard,
     search,
     tied_with,
@@ -201,3 +203,67 @@ def test_a_model_that_cannot_predict_does_not_use_up_the_test_set():
     assert sealed.used_by is None and "unused" in repr(sealed)
     assert sealed.evaluate(lambda x: test.y) == 1.0
     assert sealed.used_by == "the chosen model"
+
+
+# --- two-way comparisons on validation --------------------------------------------------------
+
+
+def one_image_worse(splits, base):
+    """A deterministic method: ``base``'s model, wrong on one more validation image."""
+    target_row = None
+
+    def method(train, val, seed):
+        nonlocal target_row
+        model = base(train, val, seed)
+        if target_row is None:  # the first validation image the base model gets right
+            right = (model(splits.val.x) == splits.val.y).nonzero()
+            target_row = splits.val.x[right[0, 0]]
+
+        def worse(x):
+            out = model(x)
+            hit = (x == target_row).all(dim=1)
+            return torch.where(hit, (out + 1) % 10, out)
+
+        return worse
+
+    return method
+
+
+def test_deterministic_candidates_one_image_apart_cannot_be_told_apart(splits,
+                                                                       nearest_class_mean):
+    methods = {"nearest mean": nearest_class_mean,
+               "one worse": one_image_worse(splits, nearest_class_mean)}
+    rows = search(methods, splits.train, splits.val, budget=None, seeds=(0, 1, 2),
+                  progress=False)
+    assert all(len(r["val_correct"]) == len(splits.val) for r in rows)
+    board = leaderboard(rows)
+    gap = board[0]["mean"] - board[1]["mean"]
+    assert winner(board) == "nearest mean" and gap == pytest.approx(1 / len(splits.val))
+    # the same one image on every seed: no spread over seeds, yet one image is no evidence
+    assert tied_with(board) == ["one worse"]
+
+
+def test_guide_gives_two_way_intervals_for_both_comparisons(splits, nearest_class_mean):
+    methods = {"full": nearest_class_mean, "scratch": one_image_worse(splits, nearest_class_mean),
+               "linear_probe": always(3)}
+    board = leaderboard(search(methods, splits.train, splits.val, budget=5, seeds=(0, 1, 2),
+                               progress=False))
+    [row] = guide({"digits": board})
+    assert row["best on validation"] == "full"
+    assert row["cannot tell apart from it"] == "scratch"
+    assert row["pre-training vs scratch"].startswith("cannot tell (+0.003, 95 % interval [")
+    assert row["feature extraction vs best"].startswith("behind (-")
+    assert "95 % interval" in row["feature extraction vs best"]
+
+
+def test_comparisons_give_one_record_per_other_candidate(board):
+    from transferkit.stats import chance_note
+
+    records = comparisons(board)
+    assert [r["method"] for r in records] == ["near", "wide", "low"]
+    assert all(r["baseline"] == "top" and r["metric"] == "val_accuracy" for r in records)
+    assert [r["method"] for r in records if r["verdict"] == "cannot tell apart"] == \
+        tied_with(board)
+    assert chance_note(records).startswith("3 verdicts at the 95 % level: 0 beats, 2 loses to")
+    with pytest.raises(KeyError, match="no candidate 'nope'"):
+        comparisons(board, "nope")

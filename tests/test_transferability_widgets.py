@@ -59,8 +59,7 @@ def test_lab_trains_the_chosen_copy_and_marks_it(digit_tasks, tiny_cnn):
     target = digit_tasks[1]
     torch.manual_seed(0)
     source = tiny_cnn()
-    summary = summarise_transfer(study_rows())
-    panel = widgets.transferability_lab(source, tiny_cnn, target, summary=summary,
+    panel = widgets.transferability_lab(source, tiny_cnn, target, rows=study_rows(),
                                         budgets=(5, None), budget=5, steps=5)
     controls = panel.controls
     assert "press train" in panel.status.value
@@ -71,11 +70,22 @@ def test_lab_trains_the_chosen_copy_and_marks_it(digit_tasks, tiny_cnn):
     status = panel.status.value
     assert "error" not in status, status
     assert "frozen copy of the first 2 group(s)" in status and "target test accuracy" in status
-    # one run against the study's runs: their mean and spread, labelled as a spread
-    assert "the study: mean 0.710, spread ± 0.010" in status
+    # one run is one draw: the readout gives the study's mean and its paired verdict for
+    # this setting against the target-only network (the rule every lesson uses)
+    assert "the study: mean 0.710 over 3 seeds; frozen 2 loses to target only: gap -0.100" \
+        in status
+    assert "spread" not in status
     assert panel.figure.data[-1].marker.symbol == "star" and len(panel.figure.data) == before + 1
     assert torch.equal(panel.model[3].weight, source[3].weight)  # copied and frozen
     assert not panel.model[3].weight.requires_grad
+
+
+def test_lab_with_only_a_summary_gives_the_mean(digit_tasks, tiny_cnn):
+    panel = widgets.transferability_lab(tiny_cnn(), tiny_cnn, digit_tasks[1],
+                                        summary=summarise_transfer(study_rows()),
+                                        budgets=(5, None), budget=5, n=1, steps=5)
+    panel.controls["train"].click()
+    assert "(the study: mean 0.830 over 3 seeds)" in panel.status.value
 
 
 def test_lab_without_a_study_plots_your_own_runs(digit_tasks, tiny_cnn):

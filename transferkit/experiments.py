@@ -39,6 +39,7 @@ lesson must beat) and `fit_method` (wraps any network you build for `fit`)::
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import statistics
@@ -195,6 +196,23 @@ def accuracy(model: Any, data: Data) -> float:
     return classification_metrics(data.y, predictions(model, data))["accuracy"]
 
 
+def data_fingerprint(data: Data) -> str:
+    """A short hash of a data set's inputs and labels: two sets with the same fingerprint
+    hold the same examples in the same order. Study rows carry it (``test_fingerprint``
+    …), so runs measured on different test sets of the same size are never compared."""
+    digest = hashlib.sha256(f"{len(data)}|".encode())
+    digest.update(data.y.detach().cpu().numpy().astype(np.int64).tobytes())
+    x = data.x
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().contiguous()
+        digest.update(f"{x.dtype}|{tuple(x.shape)}|".encode())
+        digest.update(x.numpy().tobytes() if x.dtype != torch.bfloat16 else x.float().numpy()
+                      .tobytes())
+    else:  # texts, or any sequence of examples
+        digest.update("\x1f".join(map(str, x)).encode())
+    return digest.hexdigest()[:16]
+
+
 # --- the study ---------------------------------------------------------------------------
 
 
@@ -222,19 +240,22 @@ def label_budget_study(
         seeds: one trial per seed; the seed picks the labelled examples
             (``few_labels(..., seed=seed)``) and is passed to the method.
         also_test: more test sets, name → `Data`, e.g. ``{"shifted": shifted_test}``
-            for out-of-distribution accuracy: each adds a ``{name}_accuracy`` column.
+            for out-of-distribution accuracy: each adds ``{name}_accuracy``,
+            ``{name}_correct`` and ``{name}_fingerprint`` columns.
         progress: show a progress bar.
 
     Returns one row (a dict) per trial: ``method``, ``budget`` (int or None),
     ``per_class`` (labelled examples per class, a number even for "all"),
-    ``n_train``, ``n_test``, ``seed``, ``val_accuracy``, ``test_accuracy``,
-    ``test_macro_f1`` (`transferkit.metrics.classification_metrics`) and
-    ``test_correct`` (a tuple of one bool per test image, in the test set's order,
-    so two methods can be compared image by image: `compare_to_baseline`; these four
-    only with a test set), ``seconds``,
-    then the ``also_test`` columns, then any numbers the returned model carries in
-    a ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
-    ``feature_drift``).
+    ``n_train``, ``seed``, ``val_accuracy``, ``val_correct`` and
+    ``val_fingerprint`` (with a validation set), ``n_test``, ``test_accuracy``,
+    ``test_macro_f1`` (`transferkit.metrics.classification_metrics`),
+    ``test_correct`` and ``test_fingerprint`` (with a test set), ``seconds``, then
+    the ``also_test`` columns, then any numbers the returned model carries in a
+    ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
+    ``feature_drift``). Every ``*_correct`` is a tuple of one bool per example, in
+    the set's order, so two methods can be compared item by item
+    (`compare_to_baseline`); every ``*_fingerprint`` is `data_fingerprint` of that
+    set, so runs from different sets are never paired.
     """
     train, val, test = splits
     if not methods:
@@ -248,6 +269,11 @@ def label_budget_study(
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers (at least one), got {seeds}.")
     n_classes = len(torch.unique(train.y))
+    if {"val", "test"} & set(also_test or {}):
+        raise ValueError("also_test names 'val' and 'test' are taken by the study's own sets; "
+                         "call the extra sets something else, e.g. 'shifted'.")
+    scored = {name: (data, data_fingerprint(data), data.y.numpy()) for name, data in
+              (("val", val), ("test", test), *(also_test or {}).items()) if data is not None}
 
     rows = []
     with tqdm(total=len(budgets) * len(seeds) * len(methods), desc="label-budget study",
@@ -265,17 +291,15 @@ def label_budget_study(
                         "per_class": len(labelled) / n_classes, "n_train": len(labelled),
                         "seed": seed,
                     }
-                    if val is not None:  # None: a study that only measures the test set
-                        row["val_accuracy"] = accuracy(model, val)
-                    if test is not None:  # every score from one definition: transferkit.metrics
-                        predicted = predictions(model, test)
-                        scores = classification_metrics(test.y, predicted)
-                        row.update(n_test=len(test), test_accuracy=scores["accuracy"],
-                                   test_macro_f1=scores["macro_f1"],
-                                   test_correct=tuple((predicted == test.y.numpy()).tolist()))
+                    for split, (data, fingerprint, y) in scored.items():
+                        predicted = predictions(model, data)  # every score: transferkit.metrics
+                        scores = classification_metrics(data.y, predicted)
+                        if split == "test":
+                            row.update(n_test=len(data), test_macro_f1=scores["macro_f1"])
+                        row[f"{split}_accuracy"] = scores["accuracy"]
+                        row[f"{split}_correct"] = tuple((predicted == y).tolist())
+                        row[f"{split}_fingerprint"] = fingerprint
                     row["seconds"] = seconds
-                    for test_name, data in (also_test or {}).items():
-                        row[f"{test_name}_accuracy"] = accuracy(model, data)
                     row.update(getattr(model, "measurements", None) or {})
                     rows.append(row)
                     bar.update(1)
@@ -372,37 +396,43 @@ def summary_html(summary: Sequence[Mapping[str, Any]]) -> str:
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
-def compare_to_baseline(rows: Sequence[Mapping[str, Any]], method: str, baseline: str,
-                        metric: str = "test_accuracy", level: float = 0.95) -> list[str]:
-    """One sentence per budget: does ``method`` beat ``baseline`` beyond the noise?
+class Verdicts(list):
+    """`compare_to_baseline`'s sentences (a list of str), with the records behind them as
+    ``.records`` (for `transferkit.stats.chance_note`)."""
 
-    ``rows`` are the study's per-run rows (not the summary): runs are paired by
-    seed, since each seed gives both methods the same labelled draw, and, where
-    the rows keep ``test_correct``, by test image. The gap is the mean of the
-    per-seed differences; its interval (`transferkit.stats.compare_methods`)
-    narrows as seeds are added. "beats" and "loses to" need the whole interval on
-    one side of zero; a gap whose interval holds zero is "within the noise".
+    def __init__(self, sentences: Iterable[str], records: Sequence[Mapping[str, Any]]):
+        super().__init__(sentences)
+        self.records = list(records)
+
+
+def compare_to_baseline(rows: Sequence[Mapping[str, Any]], method: str, baseline: str,
+                        metric: str = "test_accuracy", level: float = 0.95, *,
+                        margin: float | None = None) -> Verdicts:
+    """One sentence per budget: does ``method`` beat ``baseline``, lose to it, or can the
+    study not tell them apart?
+
+    ``rows`` are the study's per-run rows (not the summary). Runs are paired by
+    seed (each seed gives both methods the same labelled draw) and by test item
+    (the rows' ``test_correct``, or ``X_correct`` for ``metric="X_accuracy"``),
+    with the two-way interval of `transferkit.stats.compare_methods`. "beats" and
+    "loses to" need the whole interval on one side of zero; otherwise the study
+    cannot tell them apart at this size, and the sentence says how many seeds or
+    test items a gap of this size would need. Only an interval inside ±``margin``
+    is a tie. Each sentence ends with the means of the paired runs.
     """
     if rows and "seed" not in rows[0] and "mean" in rows[0]:
         raise ValueError("compare_to_baseline needs the per-run rows of label_budget_study "
                          "(one per seed), not the summary: pairing runs by seed is what "
                          "makes the comparison fair.")
-    sentences = []
-    for record in compare_methods(rows, method, baseline, metric, level):
-        means = {}
-        for name in (method, baseline):
-            values = [float(r[metric]) for r in rows if r["method"] == name
-                      and r["budget"] == record["budget"] and r.get(metric) is not None]
-            means[name] = statistics.fmean(values)
-        budget = "all" if record["budget"] is None else record["budget"]
-        sentences.append(f"{describe({**record, 'budget': budget})} "
-                         f"(means {means[method]:.3f} vs {means[baseline]:.3f})")
-    return sentences
+    records = compare_methods(rows, method, baseline, metric, level, margin=margin)
+    return Verdicts((describe({**r, "budget": "all" if r["budget"] is None else r["budget"]})
+                     for r in records), records)
 
 
 __all__ = [
     "INTERVAL_NOTE", "correct", "mean_text", "predictions",
     "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "budget_label", "budget_words", "check_budgets",
-    "compare_to_baseline", "epochs_for_steps", "fit_method", "label_budget_study",
-    "logistic_regression", "predict_with", "summarise", "summary_html", "summary_table",
+    "Verdicts", "compare_to_baseline", "data_fingerprint", "epochs_for_steps", "fit_method",
+    "label_budget_study", "logistic_regression", "predict_with", "summarise", "summary_html",
+    "summary_table",
 ]

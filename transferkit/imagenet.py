@@ -208,15 +208,20 @@ def features_vs_pixels(model: nn.Module, splits: Splits, *, budgets=(1, 3, 10, N
     once (`digit_photos` at ``size`` pixels, `frozen_features`); then, for each
     budget and seed, `standardised_logistic_regression` learns from the features
     and `transferkit.experiments.logistic_regression` from the pixels, on the
-    same labelled examples. Returns `label_budget_study` rows for both methods.
+    same labelled examples. Returns `label_budget_study` rows for both methods (the
+    feature rows carry the pixel sets' fingerprints: they hold the same images).
     """
     method = f"ImageNet features, {size} px"
     features = Splits(*[Data(frozen_features(model, digit_photos(d.x, size)), d.y)
                         for d in splits])
     rows = label_budget_study({"logistic regression (pixels)": logistic_regression}, splits,
                               budgets=budgets, seeds=seeds, progress=progress)
-    return rows + label_budget_study({method: standardised_logistic_regression}, features,
-                                     budgets=budgets, seeds=seeds, progress=progress)
+    feature_rows = label_budget_study({method: standardised_logistic_regression}, features,
+                                      budgets=budgets, seeds=seeds, progress=progress)
+    same_images = {k: v for k, v in rows[0].items() if k.endswith("_fingerprint")}
+    for row in feature_rows:  # the same digits, shown as features: comparable image by image
+        row.update(same_images)
+    return rows + feature_rows
 
 
 __all__ = ["Guess", "digit_photos", "features_vs_pixels", "frozen_features", "image_tensor",

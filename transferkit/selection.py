@@ -9,8 +9,8 @@ leaks into the number you report, and the number is then too good. So:
 2. `leaderboard`: the mean validation accuracy per candidate with its 95 %
    interval (and the spread over seeds), best first, with what each cost
    (seconds, trainable parameters) beside it; `winner` is the top row,
-   `tied_with` the candidates whose gap to it, paired seed by seed, is within
-   the noise,
+   `tied_with` the candidates the validation set cannot tell apart from it
+   (paired by seed and by validation image: `transferkit.stats.compare_methods`),
    `recommend` the cheapest of those; `guide` turns leaderboards from several
    settings (data size, task similarity) into a decision table.
 3. `SealedTestSet.evaluate(model)`: the test accuracy of the one model you
@@ -30,7 +30,7 @@ from typing import Any
 
 from .data import Data
 from .experiments import Budget, Method, accuracy, label_budget_study, summarise
-from .stats import WITHIN, compare_methods
+from .stats import BEATS, CANNOT_TELL, LOSES, TIES, compare_methods
 
 COST_COLUMNS = ("seconds", "seconds_per_epoch", "trainable_params", "feature_drift")
 
@@ -41,7 +41,9 @@ def search(methods: Mapping[str, Method], train: Data, val: Data, *, budget: Bud
     ``train`` (None: all of it) and measure it on ``val``; one row per run.
 
     The rows are `transferkit.experiments.label_budget_study`'s, without any
-    test column: nothing here can see the test set.
+    test column: nothing here can see the test set. Each keeps which validation
+    images it got right (``val_correct``), so candidates are compared image by
+    image as well as seed by seed.
     """
     return label_budget_study(methods, (train, val, None), budgets=(budget,), seeds=seeds,
                               progress=progress)
@@ -49,7 +51,7 @@ def search(methods: Mapping[str, Method], train: Data, val: Data, *, budget: Bud
 
 class Leaderboard(list):
     """The rows of a leaderboard (a list of dicts), and the per-run ``rows`` behind them:
-    `tied_with` pairs those runs by seed to tell a real lead from noise."""
+    `tied_with` pairs those runs by seed and by validation image."""
 
     def __init__(self, entries: Iterable[dict[str, Any]], rows: Sequence[Mapping[str, Any]]):
         super().__init__(entries)
@@ -90,30 +92,35 @@ def _runs_of(board: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return rows
 
 
-def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> list[str]:
-    """The other candidates within the noise of ``name`` (default: the winner).
-
-    Each candidate is compared with ``name`` on validation accuracy, pairing their
-    runs by seed (`transferkit.stats.compare_methods`): one is tied when the 95 %
-    interval of the gap holds zero. With a few seeds, the winner is often one of
-    several; more seeds narrow the intervals and can separate them.
-    """
+def comparisons(board: Sequence[Mapping[str, Any]], name: str | None = None
+                ) -> list[dict[str, Any]]:
+    """Every other candidate against ``name`` (default: the winner) on validation accuracy:
+    one `transferkit.stats.compare_methods` record each, best candidate first (for
+    `transferkit.stats.describe` and `transferkit.stats.chance_note`)."""
     name = name or winner(board)
     if name not in {e["method"] for e in board}:
         raise KeyError(f"no candidate {name!r} on the leaderboard.")
     rows = _runs_of(board)
-    tied = []
-    for entry in board:
-        if entry["method"] == name:
-            continue
-        records = compare_methods(rows, entry["method"], name, metric="val_accuracy")
-        if any(r["verdict"] not in ("beats", "loses to") for r in records):
-            tied.append(entry["method"])
-    return tied
+    return [record for entry in board if entry["method"] != name
+            for record in compare_methods(rows, entry["method"], name, metric="val_accuracy")]
+
+
+def tied_with(board: Sequence[Mapping[str, Any]], name: str | None = None) -> list[str]:
+    """The other candidates the validation set cannot tell apart from ``name`` (default:
+    the winner).
+
+    Each candidate is compared with ``name`` on validation accuracy, its runs paired
+    by seed and by validation image (`transferkit.stats.compare_methods`, two-way):
+    it is listed when the 95 % interval of the gap holds zero. That is not a claim
+    that the two are equal, only that this search cannot rank them; more seeds
+    or a larger validation set can separate them.
+    """
+    return list(dict.fromkeys(r["method"] for r in comparisons(board, name)
+                              if r["verdict"] not in (BEATS, LOSES)))
 
 
 def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
-    """The cheapest of the winner and the candidates tied with it: when the
+    """The cheapest of the winner and the candidates `tied_with` it: when the
     validation set cannot tell them apart, pay less (``cost``: a cost column)."""
     contenders = [winner(board), *tied_with(board)]
     entries = [e for e in board if e["method"] in contenders]
@@ -128,13 +135,14 @@ def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = 
     """A decision guide from measured leaderboards, one row per setting.
 
     ``boards``: setting (e.g. "same style, 3 labels per class") → its
-    `leaderboard`. Each row says which candidate won on validation, which were
-    within its noise, the cheapest of those (the pick), whether the best
-    pre-trained candidate beat ``baseline`` (training from scratch) beyond the
-    noise (paired by seed: `transferkit.stats.compare_methods`), and how far
-    feature extraction (``probe``) fell behind. Candidates in ``not_pretrained``
-    (e.g. logistic regression) take part in the race but are not counted as
-    pre-trained.
+    `leaderboard`. Each row says which candidate won on validation, which ones
+    validation cannot tell apart from it (`tied_with`), the cheapest of those
+    (the pick), whether the best pre-trained candidate beat ``baseline`` (training
+    from scratch), and how far feature extraction (``probe``) fell behind the
+    winner; both comparisons are paired by seed and by validation image, with the
+    gap and its 95 % interval (`transferkit.stats.compare_methods`). Candidates in
+    ``not_pretrained`` (e.g. logistic regression) take part in the race but are not
+    counted as pre-trained.
     """
     rows = []
     for setting, board in boards.items():
@@ -142,20 +150,27 @@ def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = 
         best = winner(board)
         pretrained = [e for e in board if e["method"] not in (baseline, *not_pretrained)]
         row = {"setting": setting, "best on validation": best,
-               "within its noise": ", ".join(tied_with(board)) or "none",
+               "cannot tell apart from it": ", ".join(tied_with(board)) or "none",
                "pick (cheapest of those)": recommend(board, cost)}
         if baseline in by_name and pretrained:
             top = pretrained[0]["method"]  # the board is sorted, best first
-            [record] = compare_methods(_runs_of(board), top, baseline, metric="val_accuracy")
-            verdict = {"beats": "helps", "loses to": "hurts", WITHIN: "no clear gain"}.get(
-                record["verdict"], record["verdict"])
-            row["pre-training vs scratch"] = (f"{verdict} ({record['gap']:+.3f}, 95 % interval "
-                                              f"[{record['low']:+.3f}, {record['high']:+.3f}])")
+            row["pre-training vs scratch"] = _verdict_cell(
+                board, top, baseline, {BEATS: "helps", LOSES: "hurts"})
         if probe in by_name:
-            gap = by_name[probe]["mean"] - by_name[best]["mean"]
-            row["feature extraction vs best"] = f"{gap:+.3f}"
+            row["feature extraction vs best"] = "is the best" if probe == best else \
+                _verdict_cell(board, probe, best, {LOSES: "behind"})
         rows.append(row)
     return rows
+
+
+def _verdict_cell(board: Sequence[Mapping[str, Any]], method: str, other: str,
+                  words: Mapping[str, str]) -> str:
+    """"helps (+0.020, 95 % interval [+0.004, +0.036])": a two-way comparison, in a cell."""
+    [record] = compare_methods(_runs_of(board), method, other, metric="val_accuracy")
+    verdict = {CANNOT_TELL: "cannot tell", TIES: "tie", **words}.get(record["verdict"],
+                                                                      record["verdict"])
+    return (f"{verdict} ({record['gap']:+.3f}, 95 % interval [{record['low']:+.3f}, "
+            f"{record['high']:+.3f}])")
 
 
 def rows_html(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -216,5 +231,6 @@ class SealedTestSet:
         return f"SealedTestSet({len(self)} examples, {state})"
 
 
-__all__ = ["COST_COLUMNS", "Leaderboard", "SealedTestSet", "TestSetAlreadyUsed", "guide",
+__all__ = ["COST_COLUMNS", "Leaderboard", "SealedTestSet", "TestSetAlreadyUsed", "comparisons",
+           "guide",
            "leaderboard", "recommend", "rows_html", "search", "tied_with", "winner"]

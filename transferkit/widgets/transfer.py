@@ -13,9 +13,26 @@ from .. import plots
 from ..data import few_labels
 from ..experiments import budget_label, budget_words, check_budgets
 from ..finetune import layer_groups
+from ..stats import compare_methods
+from ..stats import describe as describe_record
 from ..train import evaluate
 from ..transferability import BASELINE, MODES, max_depth, summarise_transfer, transfer_method
 from .common import Panel, guarded, show_in
+
+
+def _study_says(summary, rows, budget, mode: str, n: int) -> str:
+    """What the study measured for this setting: its mean over seeds and, given its rows,
+    its paired verdict against the target-only network (one rule: `compare_methods`)."""
+    study = {(r["mode"], r["n"]): r for r in (summary or []) if r["budget"] == budget}
+    ref = study.get((mode, n) if n else (BASELINE, 0))
+    if ref is None:
+        return ""
+    text = f" (the study: mean {ref['mean']:.3f} over {ref.get('n_seeds', 1)} seeds"
+    mine = [r for r in rows or [] if r["budget"] == budget]
+    if n and mine:
+        [record] = compare_methods(mine, f"{mode} {n}", BASELINE)
+        text += "; " + describe_record({**record, "budget": None})
+    return text + ")"
 
 
 def _own_summary(runs: list[dict], budget) -> list[dict]:
@@ -29,6 +46,7 @@ def transferability_lab(
     splits,
     *,
     summary=None,
+    rows=None,
     budgets=(5, 20, None),
     budget=5,
     n: int = 1,
@@ -47,13 +65,19 @@ def transferability_lab(
     a "train" button, which trains one network exactly as
     `transferkit.transferability.transfer_method` does (``steps`` Adam steps at
     ``lr``, seeded by ``seed``) and reports its target test accuracy. The figure is
-    `transferkit.plots.transferability_figure` of ``summary`` (a study run in the
-    lesson) with your run as a star; for a budget the study did not run, it shows
-    your own runs instead.
+    `transferkit.plots.transferability_figure` of the study run in the lesson
+    (``rows``: `transferkit.transferability.transferability_study`'s rows, or only
+    its ``summary``) with your run as a star; for a budget the study did not run, it
+    shows your own runs instead. Your run is one draw: with the study's ``rows`` the
+    readout gives the study's verdict for the same setting against the target-only
+    network (paired by seed and test image, `transferkit.stats.compare_methods`),
+    the same rule as everywhere in the course.
     """
     import time
 
     train, val, test = splits
+    if summary is None and rows:
+        summary = summarise_transfer(rows)
     budgets = check_budgets(budgets, train.y)
     if budget not in budgets:
         raise ValueError(f"budget {budget!r} is not one of the budgets {budgets}.")
@@ -122,19 +146,15 @@ def transferability_lab(
         runs.append({"method": f"{chosen_mode} {k}" if k else BASELINE, "budget": chosen,
                      "per_class": len(labelled) / len(set(labelled.y.tolist())),
                      "n_train": len(labelled), "test_accuracy": accuracy})
-        study = {(r["mode"], r["n"]): r for r in (summary or []) if r["budget"] == chosen}
-        ref = study.get((chosen_mode, k) if k else (BASELINE, 0))
-        # one run is compared with the study's runs, so the spread over seeds is the yardstick
-        compare = (f" (the study: mean {ref['mean']:.3f}, spread ± {ref['std']:.3f} over "
-                   f"{ref.get('n_seeds', 1)} seeds)" if ref else "")
+        compare = _study_says(summary, rows, chosen, chosen_mode, k)
         panel.model = model
         show_in(panel.figure, figure(chosen, {"mode": chosen_mode, "n": k,
                                               "accuracy": accuracy}))
         panel.status.value = (
             f"<div class='transferkit-readout'><b>{html.escape(describe())}</b>, "
             f"{budget_words(chosen)} ({len(labelled)} images): target test accuracy "
-            f"{accuracy:.3f}{compare}; {trainable:,} of {total:,} parameters trained; "
-            f"{seconds:.1f} s</div>")
+            f"{accuracy:.3f}{html.escape(compare)}; {trainable:,} of {total:,} parameters "
+            f"trained; {seconds:.1f} s</div>")
 
     prompt()
     for control in (copied, how, labels):
