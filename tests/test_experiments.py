@@ -370,3 +370,14 @@ def test_study_without_a_test_set_measures_validation_only(splits, nearest_class
     assert [s["budget"] for s in summary] == [2, None] and "n_test" not in summary[0]
     with pytest.raises(KeyError, match="no column 'test_accuracy'"):
         ex.summarise(rows)  # the default metric is not there to summarise
+
+
+def test_rows_carry_each_classs_recall_on_the_test_set(splits, nearest_class_mean):
+    """Seed 004's metrics: each class's recall beside accuracy and macro-F1."""
+    [row] = ex.label_budget_study({"ncm": nearest_class_mean}, splits, budgets=(5,),
+                                  seeds=(0,), progress=False)
+    test = splits.test
+    right = np.array(row["test_correct"])
+    for c in range(10):
+        recall = right[test.y.numpy() == c].mean()
+        assert row[f"test_recall_{c}"] == pytest.approx(recall)

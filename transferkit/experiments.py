@@ -248,8 +248,8 @@ def label_budget_study(
     ``per_class`` (labelled examples per class, a number even for "all"),
     ``n_train``, ``seed``, ``val_accuracy``, ``val_correct`` and
     ``val_fingerprint`` (with a validation set), ``n_test``, ``test_accuracy``,
-    ``test_macro_f1`` (`transferkit.metrics.classification_metrics`),
-    ``test_correct`` and ``test_fingerprint`` (with a test set), ``seconds``, then
+    ``test_macro_f1`` and each class's ``test_recall_<class>``
+    (`transferkit.metrics.classification_metrics`), ``test_correct`` and ``test_fingerprint`` (with a test set), ``seconds``, then
     the ``also_test`` columns, then any numbers the returned model carries in a
     ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
     ``feature_drift``). Every ``*_correct`` is a tuple of one bool per example, in
@@ -293,9 +293,12 @@ def label_budget_study(
                     }
                     for split, (data, fingerprint, y) in scored.items():
                         predicted = predictions(model, data)  # every score: transferkit.metrics
-                        scores = classification_metrics(data.y, predicted)
+                        scores = classification_metrics(data.y, predicted,
+                                                        getattr(data, "classes", None) or None)
                         if split == "test":
                             row.update(n_test=len(data), test_macro_f1=scores["macro_f1"])
+                            row.update({f"test_{k}": v for k, v in scores.items()
+                                        if k.startswith("recall_")})
                         row[f"{split}_accuracy"] = scores["accuracy"]
                         row[f"{split}_correct"] = tuple((predicted == y).tolist())
                         row[f"{split}_fingerprint"] = fingerprint
