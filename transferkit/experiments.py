@@ -249,7 +249,8 @@ def label_budget_study(
     ``n_train``, ``seed``, ``val_accuracy``, ``val_correct`` and
     ``val_fingerprint`` (with a validation set), ``n_test``, ``test_accuracy``,
     ``test_macro_f1`` and each class's ``test_recall_<class>``
-    (`transferkit.metrics.classification_metrics`), ``test_correct`` and ``test_fingerprint`` (with a test set), ``seconds``, then
+    (`transferkit.metrics.classification_metrics`), ``test_correct`` and
+    ``test_fingerprint`` (with a test set), ``seconds``, then
     the ``also_test`` columns, then any numbers the returned model carries in a
     ``measurements`` dict (e.g. `transferkit.finetune.finetune_method`'s
     ``feature_drift``). Every ``*_correct`` is a tuple of one bool per example, in
