@@ -107,8 +107,7 @@ def test_the_stored_grid_was_made_with_todays_methods():
 
 
 def test_recipes_are_the_ones_the_validation_search_chose():
-    record = json.loads((GRID_FILE.parent / "text_recipe.json").read_text())
-    chosen = {name: text_finetune.Recipe(**fields) for name, fields in record["chosen"].items()}
-    assert chosen == text_finetune.RECIPES
+    record = text_finetune.recipe_search()
+    assert record["chosen"] == text_finetune.RECIPES
     assert "test" not in json.dumps(record["data"])  # chosen on validation only
     assert {"command", "commit", "date", "device"} <= set(record["provenance"])

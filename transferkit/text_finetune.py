@@ -36,6 +36,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,6 +59,7 @@ from .text_methods import EmbeddingTable, Method, TextPredictor, train_probe
 from .train import epoch_batches, epochs_for_steps, fit
 
 TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
+RECIPE_FILE = Path(__file__).resolve().parent / "assets" / "text_recipe.json"
 
 
 def predict_texts(net: nn.Module, ids: torch.Tensor, pad_id: int = 0,
@@ -215,6 +217,16 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def recipe_search(path: str | Path = RECIPE_FILE) -> dict[str, Any]:
+    """The record ``tools/choose_text_recipe.py`` stored: ``provenance`` (command, commit,
+    date, versions, device), ``data`` (the validation snippets, budget, seeds), ``chosen``
+    (a `Recipe` per strategy) and ``runs`` (every candidate's validation accuracy and
+    per-snippet correctness)."""
+    record = json.loads(Path(path).read_text())
+    record["chosen"] = {name: Recipe(**fields) for name, fields in record["chosen"].items()}
+    return record
+
+
 def recipe_for(strategy: str, recipe: Recipe | None = None, **changes: Any) -> Recipe:
     """``recipe`` (default: `RECIPES`' for ``strategy``) with ``changes`` applied."""
     if strategy not in TRANSFORMER_STRATEGIES:
@@ -272,8 +284,10 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
     ``curve=(data, every)`` measures accuracy on ``data`` every ``every`` steps (a
     learning curve; `transferkit.callbacks.StepCurve`); ``drift_on=texts`` measures
     how far the encoder's vectors of those texts moved (`encoder_drift`). The rows of
-    a study get ``trainable_params``, ``train_seconds`` (training only), ``steps``,
-    ``recipe`` (its fingerprint) and, when asked, ``feature_drift`` and ``curve``.
+    a study get ``trainable_params``, ``train_seconds`` (training only),
+    ``predict_seconds_per_1000`` (timed on up to 256 of its training texts: a prediction
+    runs the whole transformer), ``steps``, ``recipe`` (its fingerprint) and, when asked,
+    ``feature_drift`` and ``curve``.
     """
     recipe = recipe_for(strategy, recipe, **changes)
     tokenizer = table.text_model.tokenizer
@@ -307,9 +321,14 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
         def predict_labels(texts: list[str]) -> torch.Tensor:
             return predict_texts(trained, token_ids(tokenizer, texts, max_length=max_length),
                                  pad)
+        timed = list(train.x[:256])  # what predicting costs: the trained model on texts
+        start = time.perf_counter()
+        predict_labels(timed)
+        per_1000 = (time.perf_counter() - start) * 1000 / len(timed)
         measurements: dict[str, Any] = {
             "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
-            "train_seconds": seconds, "steps": recipe.steps_for(len(train)),
+            "train_seconds": seconds, "predict_seconds_per_1000": per_1000,
+            "steps": recipe.steps_for(len(train)),
             "recipe": recipe.fingerprint()}
         if drift_texts is not None:
             measurements["feature_drift"] = encoder_drift(net, table, drift_texts)
@@ -323,7 +342,8 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
 
 
 __all__ = [
-    "RECIPES", "Recipe", "TRANSFORMER_STRATEGIES", "encoder_drift", "length_grouped",
-    "optimizer_groups", "predict_texts", "prepare", "recipe_for", "text_classifier",
+    "RECIPES", "RECIPE_FILE", "Recipe", "TRANSFORMER_STRATEGIES", "encoder_drift",
+    "length_grouped", "optimizer_groups", "predict_texts", "prepare", "recipe_for",
+    "recipe_search", "text_classifier",
     "transformer_method",
 ]
