@@ -17,8 +17,9 @@ MAX_LINES = 520  # "about 500 lines at most": one concept per module
 # Everything below the course layer (README, "Architecture").
 CORE = ["attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "data", "device",
         "distributed", "efficientnet_lite", "encoder", "experiments", "finetune", "freezing", "gd",
-        "heads", "imagenet", "layers", "lora", "metrics", "models", "modes", "schedules",
-        "selection", "stats", "text", "text_data", "text_methods", "train", "transferability"]
+        "heads", "imagenet", "layers", "lora", "metrics", "model_files", "models", "modes",
+        "schedules", "selection", "stats", "text", "text_data", "text_methods", "train",
+        "transferability"]
 
 
 def modules() -> list[Path]:
