@@ -5,6 +5,7 @@ in the same format as torchvision's downloads.
 """
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,6 +231,41 @@ def test_a_corrupt_cached_file_is_named_with_the_fix(offline):
     cached.write_bytes(cached.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="Delete it and call backbone again"):
         backbone("resnet18", weights="DEFAULT")
+
+
+class _Marker:
+    """Unpickling this writes a file: the stand-in for code a pickled file could run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "code ran"))
+
+
+def test_a_cached_weights_file_holding_pickled_code_is_refused_unrun(offline):
+    """torchvision reads torch's cache with weights_only=False: backbone reads it safely first."""
+    _, cached = _cache_imagenet_weights()
+    marker = offline / "ran.txt"
+    torch.save({"fc.weight": torch.zeros(2), "payload": _Marker(marker)}, cached)
+    with pytest.raises(CheckpointError, match=r"(?s)cannot be read safely.*holds a Python "
+                       r"object.*could run code.*Delete it and call backbone again"):
+        backbone("resnet18", weights="DEFAULT")
+    assert not marker.exists(), "the pickled code ran"
+
+
+def test_a_saved_description_is_checked_against_its_weights_before_building(tmp_path):
+    """A save_backbone file whose options ask for a 10**6-channel stem is refused before
+    that layer (2.3 GB) is built: the description is built on the meta device first."""
+    torch.manual_seed(0)
+    path = save_backbone(backbone("resnet18", num_classes=2, small_images=True, in_channels=1),
+                         tmp_path / "m.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["meta"]["backbone"]["in_channels"] = 10**6
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"conv1.weight: file has shape \(64, 1, 3, 3\), "
+                       r"model has \(64, 1000000, 3, 3\)"):
+        backbone("resnet18", weights=path)
 
 
 def test_online_asks_the_network_unless_told_it_is_offline(monkeypatch):
