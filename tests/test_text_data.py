@@ -17,8 +17,10 @@ from transferkit.text_data import (
     AssetCorruptedError,
     Texts,
     check_texts,
+    distinct_texts,
     load_reviews,
     majority_accuracy,
+    normalized,
     reviews_splits,
     text_data,
 )
@@ -32,9 +34,10 @@ def reviews():
 
 
 def test_the_reviews_are_what_the_data_card_says(reviews):
-    assert len(reviews) == REVIEWS_COUNT == 12_752
+    assert len(reviews) == REVIEWS_COUNT == 12_749  # the file's 12,752, 3 near-duplicates out
+    assert len(lzma.decompress(REVIEWS_FILE.read_bytes()).splitlines()) == 1 + 12_752
     assert reviews.classes == REVIEW_CLASSES == ("rotten", "fresh")
-    assert torch.bincount(reviews.y).tolist() == [5_384, 7_368]
+    assert torch.bincount(reviews.y).tolist() == [5_382, 7_367]
     assert majority_accuracy(reviews.y) == pytest.approx(0.578, abs=1e-3)
     texts = list(reviews.x)
     assert len(set(texts)) == len(texts), "de-duplicated"
@@ -63,6 +66,26 @@ def test_the_course_split_is_fixed_and_disjoint():
     assert not set(train.x) & set(val.x)
     assert test.classes == REVIEW_CLASSES
     assert abs(float(test.y.float().mean()) - float(train.y.float().mean())) < 0.01  # stratified
+
+
+def test_no_text_crosses_the_split_even_with_case_and_punctuation_folded(reviews):
+    train, val, test = reviews_splits()
+    assert (len(train), len(val), len(test)) == (7_649, 2_550, 2_550)
+    parts = [{normalized(t) for t in part.x} for part in (train, val, test)]
+    assert sum(len(p) for p in parts) == len(reviews) == len(set.union(*parts))
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    # the pairs that used to cross: "Abysmally pathetic" / "abysmally pathetic" …
+    kept = [t for t in reviews.x if normalized(t) in ("abysmallypathetic", "apretentiousmess")]
+    assert sorted(kept) == ["Abysmally pathetic", "a pretentious mess"]  # the first of each
+
+
+def test_normalized_folds_case_accents_punctuation_and_spacing():
+    assert normalized("  Café, au LAIT! ") == normalized("cafe au lait") == "cafeaulait"
+    assert normalized("Don't") == normalized("dont") and normalized("a b") != normalized("ab c")
+    twins = text_data(["Great film.", "great film", "Dull"], [1, 1, 0])
+    assert distinct_texts(twins).x == Texts(["Great film.", "Dull"])
+    with pytest.raises(ValueError, match="the same text with different labels"):
+        distinct_texts(text_data(["Great film.", "great film"], [1, 0]))
 
 
 def test_texts_index_like_a_tensor():

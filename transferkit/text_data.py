@@ -1,6 +1,6 @@
 """Labelled text, offline: film-review snippets, and the checks every text input passes.
 
-The course's text data set is 12,752 one-sentence Rotten Tomatoes review snippets,
+The course's text data set is 12,749 one-sentence Rotten Tomatoes review snippets,
 each labelled ``fresh`` (the critic liked the film) or ``rotten``. It ships inside
 transferkit (``assets/reviews.tsv.xz``, 456 KB; its data card is
 ``assets/reviews.md``), so it loads with no network and no extra package::
@@ -20,8 +20,11 @@ Two facts about the data matter for every experiment:
 
 * **The floor.** 57.8 % of the snippets are fresh, so always answering "fresh"
   scores 0.578 (`majority_accuracy`). A method is only worth something above that.
-* **No leaks.** 56 snippets occurred twice in the source; the copy here is
-  de-duplicated *before* splitting, so no text is in both training and test.
+* **No leaks.** 56 snippets occurred twice in the source; the file here is
+  de-duplicated, and `load_reviews` also keeps one snippet of each of three pairs that
+  differ only in case or punctuation ("Abysmally pathetic" / "abysmally pathetic";
+  `distinct_texts`), all *before* any split: no text is in two parts of a split, even
+  with case and punctuation folded (`normalized`).
 
 Every load checks the SHA-256 of the text against `REVIEWS_SHA256`: a damaged or
 altered file is refused, never silently used. `check_texts` is the gate every text
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 REVIEWS_FILE = ASSETS / "reviews.tsv.xz"
 # SHA-256 of the unpacked text (tools/build_reviews.py prints it; the data card has it)
 REVIEWS_SHA256 = "4984c82d67c04d29a5be57fc8d49d07fbfbfc22dc97d72ab8c0da0602866c404"
-REVIEWS_COUNT = 12_752
+REVIEWS_COUNT = 12_749  # the file holds 12,752; 3 near-duplicates are left out (distinct_texts)
 REVIEW_CLASSES = ("rotten", "fresh")  # label 0, label 1
 REVIEWS_SPLIT_SEED = 0  # the course's one fixed split: its test part never changes
 
@@ -163,6 +168,35 @@ def text_data(texts: Iterable[str], labels: Any, classes: Sequence[str] = ()) ->
     return Data(Texts(texts), y.long(), tuple(classes))
 
 
+def normalized(text: str) -> str:
+    """``text`` with case, accents, punctuation and spacing folded away: its letters and
+    digits only, lower-cased. Two snippets with the same normalized form are the same
+    snippet to a model that reads words, so they must not land on both sides of a split.
+
+    >>> normalized("'Abysmally  pathetic!'") == normalized("abysmally pathetic")
+    True
+    """
+    decomposed = unicodedata.normalize("NFKD", text).casefold()  # é → e + an accent mark
+    return _NOT_ALPHANUMERIC.sub("", decomposed)
+
+
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")  # punctuation, spaces, accent marks
+
+
+def distinct_texts(data: Data) -> Data:
+    """``data`` with one example per `normalized` text (the first; labels of dropped
+    copies must agree with it, or the text is ambiguous and an error says which)."""
+    first: dict[str, int] = {}
+    for i, text in enumerate(data.x):
+        key = normalized(text)
+        j = first.setdefault(key, i)
+        if j != i and int(data.y[j]) != int(data.y[i]):
+            raise ValueError(f"{data.x[j]!r} and {text!r} are the same text with different "
+                             "labels; fix one of them.")
+    keep = torch.tensor(sorted(first.values()))
+    return Data(data.x[keep], data.y[keep], data.classes)
+
+
 def _read_reviews(path: Path) -> str:
     try:
         raw = lzma.decompress(path.read_bytes())
@@ -185,16 +219,17 @@ def _read_reviews(path: Path) -> str:
 
 
 def load_reviews(path: str | Path | None = None) -> Data:
-    """The 12,752 Rotten Tomatoes snippets: ``texts, labels = load_reviews()``.
+    """The 12,749 Rotten Tomatoes snippets: ``texts, labels = load_reviews()``.
 
     ``x`` holds the texts (a `Texts`), ``y`` the labels (0 = rotten,
     1 = fresh), ``classes`` their names. The file's content is checked against
-    `REVIEWS_SHA256` first (``path`` is for tests of that check). Takes about
-    0.1 s; nothing is downloaded.
+    `REVIEWS_SHA256` first (``path`` is for tests of that check); of its 12,752
+    snippets, the three that repeat another but for case or punctuation are left out
+    (`distinct_texts`). Takes about 0.1 s; nothing is downloaded.
 
     >>> reviews = load_reviews()
     >>> len(reviews), reviews.classes
-    (12752, ('rotten', 'fresh'))
+    (12749, ('rotten', 'fresh'))
     >>> reviews.x[0]
     'A three-hour cinema master class.'
     """
@@ -203,20 +238,22 @@ def load_reviews(path: str | Path | None = None) -> Data:
         raise AssetCorruptedError(f"unexpected header {lines[0]!r} in the reviews file.")
     labels, texts = zip(*(line.split("\t", 1) for line in lines[1:]), strict=True)
     index = {name: i for i, name in enumerate(REVIEW_CLASSES)}
-    return text_data(texts, [index[label] for label in labels], REVIEW_CLASSES)
+    return distinct_texts(text_data(texts, [index[label] for label in labels], REVIEW_CLASSES))
 
 
 def reviews_splits(val: float = 0.2, test: float = 0.2) -> Splits:
     """The course's fixed, stratified train / validation / test split of `load_reviews`.
 
-    Seeded with `REVIEWS_SPLIT_SEED`, so every lesson and every machine gets the
-    same test snippets (2,551 of them with the default fractions). Choose on
-    ``val``; report ``test`` once (wrap it in `transferkit.selection.SealedTestSet`).
-    Draw labelled subsets from ``train`` with `transferkit.data.few_labels`.
+    No two parts share a text, even with case and punctuation folded (`load_reviews`
+    keeps one snippet per `normalized` form). Seeded with `REVIEWS_SPLIT_SEED`, so
+    every lesson and every machine gets the same test snippets (2,550 of them with the
+    default fractions). Choose on ``val``; report
+    ``test`` once (wrap it in `transferkit.selection.SealedTestSet`). Draw labelled
+    subsets from ``train`` with `transferkit.data.few_labels`.
 
     >>> train, val, test = reviews_splits()
     >>> len(train), len(val), len(test)
-    (7650, 2551, 2551)
+    (7649, 2550, 2550)
     """
     reviews = load_reviews()
     splits = train_val_test_split(reviews.x, reviews.y, val=val, test=test,
@@ -238,6 +275,7 @@ def majority_accuracy(y: Any) -> float:
 
 __all__ = [
     "ASSETS", "AssetCorruptedError", "REVIEWS_COUNT", "REVIEWS_FILE", "REVIEWS_SHA256",
-    "REVIEWS_SPLIT_SEED", "REVIEW_CLASSES", "Texts", "check_texts", "load_reviews",
-    "majority_accuracy", "reviews_splits", "sha256_file", "text_data",
+    "REVIEWS_SPLIT_SEED", "REVIEW_CLASSES", "Texts", "check_texts", "distinct_texts",
+    "load_reviews", "majority_accuracy", "normalized", "reviews_splits", "sha256_file",
+    "text_data",
 ]
