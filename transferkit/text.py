@@ -255,13 +255,29 @@ def weights_fingerprint(model: nn.Module) -> str:
     changed number changes it (after fine-tuning, and after a write through ``p.data``,
     which no version counter sees), so no cache returns another model's vectors. Hashing
     MiniLM's 90 MB takes about a tenth of a second, so it is done on every call rather
-    than remembered."""
+    than remembered (but for the length of one `zero_shot_scores` call, which encodes twice
+    with nothing in between that could change a weight)."""
+    if id(model) in _HELD:
+        return _HELD[id(model)]
     digest = hashlib.blake2b(architecture(model).encode(), digest_size=20)
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         t = t.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+_HELD: dict[int, str] = {}  # id(model) -> its fingerprint, inside `_fingerprint_held` only
+
+
+@contextlib.contextmanager
+def _fingerprint_held(model: nn.Module):
+    """Within the block, `weights_fingerprint(model)` is computed once."""
+    _HELD[id(model)] = weights_fingerprint(model)
+    try:
+        yield
+    finally:
+        _HELD.pop(id(model), None)
 
 
 def _cache_key(fingerprint: str, ids: list[list[int]], pooling: str) -> str:
@@ -417,10 +433,13 @@ def zero_shot_scores(model: Any, texts: Any, label_prompts: Any, *, tokenizer: A
     texts = check_texts(texts)
     flat = [p for group in prompts for p in group]
     # two calls, so the texts' vectors are cached apart from the prompts: trying
-    # another wording re-encodes only the prompts
-    text_vectors = encode(model, texts, tokenizer=tokenizer, normalize=True, **encode_options)
-    prompt_vectors = encode(model, flat, tokenizer=tokenizer, normalize=True,
-                            **{**encode_options, "progress": False})
+    # another wording re-encodes only the prompts (the weights are hashed once for both)
+    cached = encode_options.get("cache", True)
+    with _fingerprint_held(_parts(model, tokenizer)[0]) if cached else contextlib.nullcontext():
+        text_vectors = encode(model, texts, tokenizer=tokenizer, normalize=True,
+                              **encode_options)
+        prompt_vectors = encode(model, flat, tokenizer=tokenizer, normalize=True,
+                                **{**encode_options, "progress": False})
     labels, start = [], 0
     for group in prompts:
         labels.append(prompt_vectors[start:start + len(group)].mean(0))
