@@ -246,8 +246,10 @@ def check_safetensors(path: str | Path) -> dict[str, tuple[str, list[int]]]:
                                    "Copy it again from where it came from.")
 
     size = path.stat().st_size
+    if size < 8:
+        raise refuse(f"it has {size} bytes, fewer than the 8 that give its header's length")
     with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        length = int.from_bytes(f.read(8), "little")
         if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
             raise refuse(f"its header length ({length:,} bytes) does not fit a file of "
                          f"{size:,} bytes")
@@ -370,8 +372,15 @@ def check_loaded(model: nn.Module, tokenizer: Any, folder: str | Path) -> None:
         raise ModelIntegrityError(
             f"the tokenizer in {folder} has {len(tokenizer):,} tokens, but the model's "
             f"embedding table has {rows:,} rows: they do not belong together.")
-    with torch.no_grad():
-        out = model(input_ids=torch.as_tensor([tokenizer("a")["input_ids"]]))
+    ids = torch.as_tensor([tokenizer("a")["input_ids"]])
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as err:  # e.g. a model that needs more than token ids
+        raise ModelUnavailableError(
+            f"the model in {folder} does not run on token ids alone ({type(err).__name__}: "
+            f"{(str(err).splitlines() or [''])[0]}); transferkit's text functions need an "
+            "encoder such as BERT or MiniLM.") from None
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is not None and not bool(torch.isfinite(hidden).all()):
         raise ModelIntegrityError(

@@ -254,9 +254,9 @@ def weights_fingerprint(model: nn.Module) -> str:
     (`transferkit.layers.architecture`) and every parameter and buffer, by name. Any
     changed number changes it (after fine-tuning, and after a write through ``p.data``,
     which no version counter sees), so no cache returns another model's vectors. Hashing
-    MiniLM's 90 MB takes about a tenth of a second, so it is done on every call rather
-    than remembered (but for the length of one `zero_shot_scores` call, which encodes twice
-    with nothing in between that could change a weight)."""
+    MiniLM's 90 MB takes a fraction of a second, and it is done on every call rather than
+    remembered (but for the length of one `zero_shot_scores` call, which encodes twice with
+    nothing in between that could change a weight)."""
     if id(model) in _HELD:
         return _HELD[id(model)]
     digest = hashlib.blake2b(architecture(model).encode(), digest_size=20)
