@@ -317,6 +317,28 @@ def test_loading_a_file_that_does_not_match(tmp_path):
         save_encoder(nn.Linear(64, 2), tmp_path / "x.pt")
 
 
+def test_a_description_that_disagrees_with_its_weights_builds_nothing(tmp_path, monkeypatch):
+    """A file whose stored architecture asks for an 8000×8000 layer, beside weights of a
+    small encoder, is refused before any layer of that size takes memory."""
+    small = Autoencoder([64, 16, 8]).encoder
+    path = save_checkpoint(tmp_path / "odd.pt", small, meta={
+        "format": "transferkit-encoder",
+        "architecture": {"kind": "mlp", "dims": [64, 8000, 8000, 8], "activation": "relu"}})
+    built = []
+    real_init = nn.Linear.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append((self.weight.shape, self.weight.device.type))
+
+    monkeypatch.setattr(nn.Linear, "__init__", spy)
+    with pytest.raises(CheckpointMismatchError, match=r"layers.2.weight: file has shape "
+                       r"\(8, 16\), model has \(8000, 8000\)"):
+        load_encoder(path)
+    assert (torch.Size([8000, 8000]), "cpu") not in built, "allocated before the check"
+    assert (torch.Size([8000, 8000]), "meta") in built  # compared on the meta device
+
+
 def test_save_encoder_arguments_in_the_wrong_order_get_a_clear_error(tmp_path):
     with pytest.raises(TypeError, match=r"save_encoder\(model, path\)"):
         save_encoder(tmp_path / "e.pt", Autoencoder([64, 8]))

@@ -235,7 +235,7 @@ def test_finetune_help_documents_every_option(capsys):
     for option in ("--model", "--weights", "--data", "--strategy", "--epochs", "--lr",
                    "--batch-size", "--val", "--test", "--seed", "--device", "--out",
                    "--metrics", "--lora-r", "--lora-alpha", "--lora-targets", "torchrun",
-                   "lp_ft", "lora", "resnet18", "weights_only"):
+                   "lp_ft", "lora", "resnet18", "weights_only", "--save-diverged"):
         assert option in text
 
 
@@ -276,6 +276,156 @@ def test_finetune_never_overwrites_and_refuses_bad_files(tmp_path, digits_file, 
     assert cli.main(["finetune", "--model", "small_cnn", "--data",
                      str(bad.with_name("flat.pt")), "--out", str(tmp_path / "new.pt")]) == 2
     assert "use --model mlp for flat inputs" in capsys.readouterr().err
+
+
+def finetune(data, *extra):
+    """``transferkit finetune`` on ``data`` with a one-epoch MLP: its exit status."""
+    return cli.main(["finetune", "--model", "mlp", "--data", str(data), "--epochs", "1", *extra])
+
+
+@pytest.fixture
+def make_data(tmp_path):
+    """Write (x, y) to a .pt file, starting from 120 digit images; change them first."""
+    import torch
+
+    from transferkit.data import load_digits
+
+    def make(name, change=None):
+        digits = load_digits(images=True)
+        x, y = digits.x[:120].clone(), digits.y[:120].clone()
+        if change is not None:
+            change(x, y)
+        torch.save((x, y), tmp_path / name)
+        return tmp_path / name
+    return make
+
+
+def test_a_nan_or_inf_in_the_data_stops_the_run_before_training(tmp_path, make_data, capsys):
+    nan = make_data("nan.pt", lambda x, y: x[5, 0, 3].fill_(float("nan")))
+    out = tmp_path / "model.pt"
+    assert finetune(nan, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("transferkit finetune: ") and err.count("\n") == 1
+    assert "x holds 8 NaNs (in 1 of its 120 rows, the first at row 5)" in err
+    assert "learning rate" not in err and not out.exists()
+    inf = make_data("inf.pt", lambda x, y: x[0, 0, 0, 0].fill_(float("inf")))
+    assert finetune(inf, "--out", str(out)) == 2
+    assert "x holds 1 infinite value" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_diverged_run_exits_3_and_writes_nothing_unless_asked(tmp_path, digits_file, capsys):
+    from transferkit.checkpoint import read_checkpoint
+
+    out = tmp_path / "model.pt"
+    with pytest.warns(RuntimeWarning, match="diverged|training stopped"):
+        assert finetune(digits_file, "--lr", "1e9", "--out", str(out)) == 3
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert err.startswith("transferkit finetune: training diverged: the training loss became")
+    assert "Lower --lr (it was 1e+09), or pass --save-diverged" in err and "Nothing was" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.pt"]
+    with pytest.warns(RuntimeWarning):
+        assert finetune(digits_file, "--lr", "1e9", "--out", str(out),
+                        "--save-diverged") == 3
+    assert "written because of --save-diverged" in capsys.readouterr().err
+    assert read_checkpoint(out)["meta"]["diverged"].startswith("training diverged")
+    assert "diverged" in json.loads(out.with_suffix(".metrics.json").read_text())
+
+
+@pytest.mark.parametrize("option, path, words", [
+    ("--out", "/proc/m.pt", "--out /proc/m.pt: cannot write in /proc"),
+    ("--out", "afile/m.pt", "afile is a file, not a folder"),
+    ("--metrics", "afile/m.json", "--metrics {tmp}/afile/m.json: {tmp}/afile is a file"),
+])
+def test_every_output_path_is_checked_before_any_work(tmp_path, digits_file, capsys,
+                                                      monkeypatch, option, path, words):
+    def never(*args, **kwargs):
+        raise AssertionError("the data were read before the outputs were checked")
+
+    monkeypatch.setattr(cli, "load_data", never)
+    (tmp_path / "afile").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    path = path if path.startswith("/") else str(tmp_path / path)
+    args = {"--out": str(tmp_path / "model.pt"), option: path}
+    assert finetune(digits_file, *[a for pair in args.items() for a in pair]) == 2
+    err = capsys.readouterr().err
+    assert words.format(tmp=tmp_path) in err and err.count("\n") == 1, err
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_folder_you_cannot_write_to_is_refused_before_any_work(tmp_path, digits_file, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert finetune(digits_file, "--out", str(locked / "m.pt")) == 2
+        assert "cannot write in" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_run_that_fails_while_writing_leaves_nothing_behind(tmp_path, digits_file, capsys,
+                                                              monkeypatch):
+    def full_disk(path, *args, **kwargs):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "write_metrics", full_disk)
+    out = tmp_path / "out" / "model.pt"
+    assert finetune(digits_file, "--out", str(out)) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert err == ("transferkit finetune: could not write the outputs (No space left on "
+                   "device); nothing was written.")
+    assert list((tmp_path / "out").iterdir()) == []  # no checkpoint, no half a metrics file
+    monkeypatch.undo()
+    assert finetune(digits_file, "--out", str(out)) == 0  # so a rerun is not refused
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path, digits_file, capsys):
+    assert finetune(digits_file, "--device", "cuda", "--out",
+                    str(tmp_path / "m.pt")) == 2
+    err = capsys.readouterr().err
+    assert err == ("transferkit finetune: --device cuda cannot be used: PyTorch sees no CUDA GPU "
+                   "here. Use --device cpu, or leave --device out for the best device there "
+                   "is.\n")
+
+
+def test_weights_for_a_model_without_any_are_refused(tmp_path, digits_file, capsys):
+    for model in ("mlp", "small_cnn"):
+        assert cli.main(["finetune", "--model", model, "--weights", "DEFAULT", "--data",
+                         str(digits_file), "--out", str(tmp_path / "m.pt")]) == 2
+        assert f"--weights DEFAULT: {model} has no pre-trained weights" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("label, words", [
+    (10**9, "y runs from 0 to 1000000000, but 999,999,990 of those 1,000,000,001 classes "
+            "have no example (10 … 999999999). Number the classes 0 … 10"),
+    (100_000, "y runs from 0 to 100000, but 99,990 of those 100,001 classes have no example"),
+    (-1, "y holds the negative label -1"),
+])
+def test_labels_with_gaps_are_refused_before_a_head_is_built(tmp_path, make_data, capsys,
+                                                               label, words):
+    data = make_data("labels.pt", lambda x, y: y[:12].fill_(label))  # 12: the split stratifies
+    assert finetune(data, "--out", str(tmp_path / "m.pt")) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and not (tmp_path / "m.pt").exists()
+
+
+def test_a_data_file_with_pickled_objects_gets_the_safe_advice(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    path = tmp_path / "arrays.pt"
+    torch.save((np.zeros((4, 3), dtype=np.float32), torch.arange(4)), path)
+    assert finetune(path, "--out", str(tmp_path / "m.pt")) == 2
+    err = capsys.readouterr().err
+    assert "holds a Python object (numpy" in err and "could run code" in err
+    assert "will likely succeed" not in err and "do not retry with weights_only=False" in err
+    assert "torch.save((torch.as_tensor(x), torch.as_tensor(y)), path)" in err
+    assert "\x1b" not in err and err.count("\n") == 1
 
 
 def test_python_dash_m_transferkit_is_the_command():

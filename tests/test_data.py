@@ -11,6 +11,8 @@ from transferkit import data
 from transferkit.data import (
     Data,
     DatasetNotFoundError,
+    check_finite,
+    check_labels,
     few_labels,
     load_digits,
     split_classes,
@@ -64,6 +66,41 @@ def test_few_labels_rejects_float_labels():
     x, y = load_digits()
     with pytest.raises(ValueError, match=r"y.long\(\)"):
         few_labels(x, y.float(), 3)
+
+
+def test_few_labels_on_empty_data_is_a_clear_error():
+    with pytest.raises(ValueError, match="few_labels got no examples"):
+        few_labels(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 2)
+
+
+def test_check_finite_names_the_tensor_and_counts_what_is_wrong():
+    x = torch.zeros(5, 3)
+    assert check_finite("x", x) is x
+    assert check_finite("ids", torch.arange(4)) is not None  # integers are always finite
+    x[1, 2], x[3, 0], x[3, 1] = float("nan"), float("inf"), -float("inf")
+    with pytest.raises(ValueError, match=r"^train x holds 1 NaN and 2 infinite values \(in 2 of "
+                       r"its 5 rows, the first at row 1\)\. Fix or drop"):
+        check_finite("train x", x)
+    with pytest.raises(ValueError, match="the weights w holds 1 NaN .* Reload it"):
+        check_finite("the weights w", x[:2], fix="Reload it.")
+
+
+@pytest.mark.parametrize("labels, words", [
+    ([0, 1, 10**9], r"runs from 0 to 1000000000, but 999,999,998 of those 1,000,000,001 classes "
+                    r"have no example \(2 … 999999999\)\. Number the classes 0 … 2"),
+    ([0, 2, 4, 6, 8, 10, 12], r"6 of those 13 classes have no example \(1, 3, 5, …\)"),
+    ([1, 2], r"1 of those 3 classes has no example \(0\)"),
+    ([-1, 0], "negative label -1"),
+    ([], "empty"),
+])
+def test_check_labels_refuses_gaps_naming_them(labels, words):
+    with pytest.raises(ValueError, match=words):
+        check_labels(torch.tensor(labels, dtype=torch.long))
+
+
+def test_check_labels_counts_the_classes():
+    assert check_labels(torch.tensor([2, 0, 1, 1])) == 3
+    assert check_labels(load_digits().y) == 10
 
 
 def test_split_classes_relabels_and_is_disjoint():

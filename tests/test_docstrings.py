@@ -12,7 +12,7 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(transferkit.__path__))
 # Modules whose docstrings show examples: a test that finds none there has lost them.
 WITH_EXAMPLES = {"autoencoder", "data", "device", "distributed", "efficientnet_lite", "experiments",
                  "finetune", "freezing", "gd", "heads", "imagenet", "layers", "lora", "metrics",
-                 "models", "modes", "stats", "student", "text", "text_data", "train",
+                 "model_files", "models", "modes", "stats", "student", "text", "text_data", "train",
                  "transferability"}
 
 

@@ -447,6 +447,53 @@ def test_extract_features_caches_by_contents_and_reruns_when_weights_change():
     assert len(calls) == 9
 
 
+def test_the_feature_cache_tells_apart_networks_with_the_same_weights():
+    """Layers without weights (an activation, a pooling) and buffers left out of the
+    state dict change what a network computes: the cache must key on them too."""
+    clear_feature_cache()
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    x = torch.randn(40, 16)
+    relu = nn.Sequential(linear, nn.ReLU())
+    tanh = nn.Sequential(copy.deepcopy(linear), nn.Tanh())  # the same weights, bytes and all
+    assert torch.equal(extract_features(relu, x), relu(x).detach())
+    assert torch.equal(extract_features(tanh, x), tanh(x).detach())  # not relu's features
+    conv = nn.Conv2d(1, 4, 3)
+    images = torch.randn(10, 1, 6, 6)
+    mean = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    top = nn.Sequential(copy.deepcopy(conv), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+    assert torch.equal(extract_features(mean, images), mean(images).detach())
+    assert torch.equal(extract_features(top, images), top(images).detach())
+
+    class Shift(nn.Module):  # a buffer that is not saved with the weights
+        def __init__(self, by):
+            super().__init__()
+            self.register_buffer("by", torch.tensor(float(by)), persistent=False)
+
+        def forward(self, t):
+            return t + self.by
+
+    one, two = nn.Sequential(linear, Shift(1)), nn.Sequential(linear, Shift(2))
+    assert one.state_dict().keys() == two.state_dict().keys()
+    assert torch.allclose(extract_features(two, x) - extract_features(one, x),
+                          torch.ones(40, 8))
+
+
+def test_fine_tune_refuses_a_nan_in_the_data_before_any_work():
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 8), torch.arange(40) % 2
+    x[7, 3] = float("nan")
+    model = Classifier(nn.Sequential(nn.Linear(8, 4), nn.ReLU()), 2)
+    before = copy.deepcopy(model.state_dict())
+    for strategy in ("linear_probe", "full"):
+        with pytest.raises(ValueError, match=r"train x \(the inputs\) holds 1 NaN .*row 7"):
+            fine_tune(model, (x, y), (x[:10].nan_to_num(), y[:10]), strategy=strategy,
+                      epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"val x \(the inputs\) holds 1 NaN"):
+        fine_tune(model, (x.nan_to_num(), y), (x[:10], y[:10]), epochs=1, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_feature_drift():
     f = torch.randn(10, 4)
     assert feature_drift(f, f) == 0.0

@@ -5,6 +5,7 @@ in the same format as torchvision's downloads.
 """
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,6 +231,52 @@ def test_a_corrupt_cached_file_is_named_with_the_fix(offline):
     cached.write_bytes(cached.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="Delete it and call backbone again"):
         backbone("resnet18", weights="DEFAULT")
+
+
+class _Marker:
+    """Unpickling this writes a file: the stand-in for code a pickled file could run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "code ran"))
+
+
+def test_a_cached_weights_file_holding_pickled_code_is_refused_unrun(offline):
+    """torchvision reads torch's cache with weights_only=False: backbone reads it safely first."""
+    _, cached = _cache_imagenet_weights()
+    marker = offline / "ran.txt"
+    torch.save({"fc.weight": torch.zeros(2), "payload": _Marker(marker)}, cached)
+    with pytest.raises(CheckpointError, match=r"(?s)cannot be read safely.*holds a Python "
+                       r"object.*could run code.*Delete it and call backbone again"):
+        backbone("resnet18", weights="DEFAULT")
+    assert not marker.exists(), "the pickled code ran"
+
+
+def test_a_saved_description_is_checked_against_its_weights_before_building(tmp_path,
+                                                                              monkeypatch):
+    """A save_backbone file whose options ask for another stem than its weights hold is
+    refused before that stem is built (with in_channels=10**6 it would take 2.3 GB): what
+    the file describes is built on the meta device and compared first."""
+    torch.manual_seed(0)
+    path = save_backbone(backbone("resnet18", num_classes=2, small_images=True, in_channels=1),
+                         tmp_path / "m.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["meta"]["backbone"]["in_channels"] = 10**4
+    torch.save(ckpt, path)
+    built = []
+    real_init = nn.Conv2d.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append((self.in_channels, self.weight.device.type))
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", spy)
+    with pytest.raises(CheckpointError, match=r"conv1.weight: file has shape \(64, 1, 3, 3\), "
+                       r"model has \(64, 10000, 3, 3\)"):
+        backbone("resnet18", weights=path)
+    assert (10**4, "meta") in built and (10**4, "cpu") not in built, built
 
 
 def test_online_asks_the_network_unless_told_it_is_offline(monkeypatch):

@@ -2,6 +2,7 @@
 zero-shot prompting. Most tests use a tiny random BERT built here (with the real
 MiniLM tokenizer); a few load the real MiniLM once for the module."""
 
+import json
 import shutil
 import sys
 import warnings
@@ -13,7 +14,7 @@ import torch
 import transformers  # a dependency: missing, the tests fail
 
 from transferkit import text
-from transferkit.heads import mean_pool
+from transferkit.heads import TextClassifier, mean_pool
 from transferkit.metrics import classification_metrics
 from transferkit.text import (
     MINILM,
@@ -137,6 +138,70 @@ def test_the_untouched_copy_loads_through_the_hub_name(offline_cache):
         "model.safetensors"]
 
 
+def test_a_folder_named_like_the_pinned_model_is_checked_as_the_pinned_model(tmp_path,
+                                                                           monkeypatch):
+    """./sentence-transformers/all-MiniLM-L6-v2 must not shadow the pinned model unchecked
+    (and be reported as it): named like it, it is held to its hashes."""
+    monkeypatch.chdir(tmp_path)
+    impostor = tmp_path / "sentence-transformers" / "all-MiniLM-L6-v2"
+    save_tiny(impostor)
+    for name in (MINILM.hub_id, str(impostor), "./sentence-transformers/all-MiniLM-L6-v2/"):
+        with pytest.raises(ModelIntegrityError, match="SHA-256.*named like the pinned model"):
+            load_text_model(name, device="cpu")
+    shutil.rmtree(impostor)
+    impostor.mkdir()
+    copy_of_minilm(impostor)  # the real files: verified, and then it is the pinned model
+    loaded = load_text_model(MINILM.hub_id, device="cpu")
+    assert loaded.folder == Path(MINILM.hub_id) and loaded.name == MINILM.name
+    assert loaded.sha256 == MINILM.sha256["model.safetensors"]
+    (impostor / "added_tokens.json").write_text('{"[WOW]": 30522}')  # read by transformers
+    with pytest.raises(ModelIntegrityError, match="also holds added_tokens.json.*not its folder"):
+        load_text_model(MINILM.hub_id, device="cpu")
+
+
+def write_value(weights: Path, tensor: str, value: bytes) -> None:
+    """Overwrite the first bytes of ``tensor`` in a safetensors file, in place (its header:
+    8 bytes giving the JSON header's length, the JSON, then the tensors' bytes)."""
+    data = bytearray(weights.read_bytes())
+    length = int.from_bytes(data[:8], "little")
+    begin = 8 + length + json.loads(data[8:8 + length])[tensor]["data_offsets"][0]
+    data[begin:begin + len(value)] = value
+    weights.write_bytes(bytes(data))
+
+
+def test_your_own_folder_is_checked_for_what_can_be_checked(tmp_path):
+    folder = tmp_path / "my-model"
+    save_tiny(folder)
+    assert load_text_model(str(folder), device="cpu").name == "my-model"  # a sound folder loads
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    # flipped bytes that make a weight NaN: refused, naming the tensor
+    write_value(weights, "encoder.layer.1.output.dense.weight", b"\xff\xff\xff\x7f")
+    with pytest.raises(ModelIntegrityError, match="layer.1.output.dense.weight holds 1 NaN"):
+        load_text_model(str(folder), device="cpu")
+    # a weight so large that the vectors overflow, though every weight is finite
+    write_value(weights, "encoder.layer.1.output.dense.weight", b"\xff\xff\x7f\x7f" * 4)
+    with pytest.raises(ModelIntegrityError, match="vectors for a one-word text are not"):
+        load_text_model(str(folder), device="cpu")
+    # truncated, or with bytes added: the header no longer fits the file
+    weights.write_bytes(good[:-100])
+    with pytest.raises(ModelIntegrityError, match="not a complete safetensors file.*truncated"):
+        load_text_model(str(folder), device="cpu")
+    weights.write_bytes(good + b"\0" * 8)
+    with pytest.raises(ModelIntegrityError, match="bytes added"):
+        load_text_model(str(folder), device="cpu")
+    weights.write_bytes(good)
+    (folder / "adapter_config.json").write_text("{}")  # weights from elsewhere, on top
+    with pytest.raises(ModelIntegrityError, match="adapter"):
+        load_text_model(str(folder), device="cpu")
+    (folder / "adapter_config.json").unlink()
+    # no tokenizer files: transformers would build a 5-token tokenizer without a word
+    for name in TOKENIZER_FILES:
+        (folder / name).unlink()
+    with pytest.raises(ModelIntegrityError, match="no tokenizer vocabulary"):
+        load_text_model(str(folder), device="cpu")
+
+
 def test_verify_files_names_a_missing_file(tmp_path):
     with pytest.raises(ModelIntegrityError, match="config.json is missing"):
         verify_files(tmp_path, {"config.json": "0" * 64})
@@ -216,6 +281,33 @@ def test_the_disk_cache_skips_the_model_and_follows_the_weights(tiny, tmp_path):
             tiny.model.embeddings.word_embeddings.weight[1996] -= 1.0
 
 
+def test_the_disk_cache_follows_a_change_made_through_data(tiny, tmp_path):
+    """A write through ``p.data`` moves no version counter: the cache must still see it."""
+    texts = ["good", "a long and winding review"]
+    first = encode(tiny, texts, cache_dir=tmp_path)
+    weight = tiny.model.embeddings.word_embeddings.weight
+    weight.data[:, 0] += 1.0
+    try:
+        changed = encode(tiny, texts, cache_dir=tmp_path)
+        assert torch.allclose(changed, encode(tiny, texts, cache=False))
+        assert not torch.allclose(changed, first)
+    finally:
+        weight.data[:, 0] -= 1.0
+
+
+def test_an_edited_cache_entry_is_never_served(tiny, tmp_path):
+    import numpy as np
+
+    texts = ["good", "bad"]
+    right = encode(tiny, texts, cache_dir=tmp_path)
+    (entry,) = (tmp_path / "embeddings").glob("*.npy")
+    np.save(entry, np.zeros((2, 32), dtype=np.float32))  # another program edits the file
+    with pytest.warns(UserWarning, match="do not match the SHA-256 recorded beside them"):
+        again = encode(tiny, texts, cache_dir=tmp_path)
+    assert torch.equal(again, right)
+    assert torch.equal(encode(tiny, texts, cache_dir=tmp_path), right)  # rewritten: no warning
+
+
 def test_the_default_cache_is_under_the_users_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -279,6 +371,20 @@ def test_zero_shot_averages_each_labels_prompts(tiny):
         zero_shot(tiny, texts, {"fresh": ["good"]})
 
 
+def test_zero_shot_refuses_a_bare_string_of_prompts(tiny):
+    with pytest.raises(TypeError, match="prompts per label.*got one string, 'ab'"):
+        zero_shot(tiny, ["a fine film"], "ab", cache=False)  # not two labels "a" and "b"
+
+
+def test_a_text_classifier_refuses_texts_and_empty_batches(tiny):
+    classifier = TextClassifier(transformers.BertModel(tiny_config()), 2)
+    with pytest.raises(TypeError, match="not texts. Make them with transferkit.text.token_ids"):
+        classifier(["a good film", "a bad one"])
+    for empty in (torch.zeros(0, 5, dtype=torch.long), torch.zeros(3, 0, dtype=torch.long)):
+        with pytest.raises(ValueError, match="an empty batch"):
+            classifier(empty)
+
+
 # --- the real model ------------------------------------------------------------------------
 
 
@@ -302,7 +408,7 @@ def test_zero_shot_beats_the_majority_class(minilm, tmp_path):
                "fresh": ["a good movie", "a moving, brilliantly made film", "I loved this film"]}
     predicted = zero_shot(minilm, texts, prompts, cache_dir=tmp_path)
     scores = classification_metrics(y, predicted, val.classes)
-    # measured on the whole validation split (2,551 snippets): accuracy 0.68 against the
+    # measured on the whole validation split (2,551 snippets then): accuracy 0.68 against the
     # majority's 0.578, macro-F1 0.67 against its 0.37; here 400 snippets, majority 0.62
     assert scores["accuracy"] > majority_accuracy(y), scores
     assert scores["macro_f1"] > 0.6, scores  # the majority's macro-F1 is below 0.4

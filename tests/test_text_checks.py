@@ -79,7 +79,8 @@ def test_top_two_trainable(minilm):
 
 
 def test_better_prompt():
-    better = {"rotten": "negative review", "fresh": "positive review"}
+    better = {"rotten": ["a bad movie", "a boring, badly made film", "I hated this film"],
+              "fresh": ["a good movie", "a moving, brilliantly made film", "I loved this film"]}
     result = check("07.better_prompt", better)
     assert result, result.message
     assert prompt_accuracy(better) > prompt_accuracy(DEFAULT_PROMPTS)

@@ -145,6 +145,43 @@ def test_divergence_is_reported_not_a_crash(splits):
     assert not math.isfinite(history["loss"][-1]) or history["loss"][-1] > 1e3
 
 
+def test_a_nan_in_the_data_is_an_error_that_names_it_not_a_divergence(splits):
+    x, y = splits.train
+    x = x.clone()
+    x[12, 5] = float("nan")
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"train x \(the inputs\) holds 1 NaN \(in 1 of its "
+                       r"[\d,]+ rows, the first at row 12\)"):
+        fit(model, (x, y), splits.val, epochs=2, progress=False)
+    x_val = splits.val.x.clone()
+    x_val[0] = float("inf")
+    with pytest.raises(ValueError, match="val x .* holds 64 infinite values"):
+        fit(model, splits.train, (x_val, splits.val.y), epochs=2, progress=False)
+    targets = x.nan_to_num()
+    targets[3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"train y \(the targets\) holds 1 NaN"):
+        fit(nn.Linear(64, 64), (x.nan_to_num(), targets), loss="mse", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_model_with_nan_weights_is_refused_before_training(splits):
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the model's parameter 2.weight holds 1 NaN"):
+        fit(model, splits.train, epochs=1, progress=False)
+
+
+def test_divergence_from_inputs_too_large_does_not_blame_the_learning_rate(splits):
+    x, y = splits.train
+    huge = x * 1e38 + 1e38  # finite, but far beyond what float32 can multiply
+    with pytest.warns(RuntimeWarning, match="not finite before training") as caught:
+        history = fit(nn.Linear(64, 10), (huge, y), epochs=2, lr=1e-3, progress=False)
+    assert history.diverged
+    assert "rate is probably too large" not in str(caught[0].message)
+
+
 def test_autoencoder_style_targets_with_mse():
     x, _ = load_digits()
     model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 64), nn.Sigmoid())

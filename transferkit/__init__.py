@@ -11,6 +11,7 @@ methods            ``finetune`` (strategies, feature caching), ``autoencoder`` a
                    ``encoder``, ``models`` (torchvision backbones), ``experiments``
                    (label-budget studies), ``transferability``, ``selection``, ``text``
                    (a pre-trained transformer: verified loading, ``encode``, ``zero_shot``),
+                   ``model_files`` (what is checked in a model's files before they are read),
                    ``cached_bottom`` (partial fine-tuning, the frozen bottom computed once)
 training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks``
                    (``History``, ``Callback``, ``EarlyStopping``), ``checkpoint``
@@ -38,10 +39,10 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
-    "gd", "heads", "layers", "lora", "magics", "metrics", "models", "modes", "optimizers",
-    "plots", "schedules", "selection", "stats", "student", "text", "text_checks", "text_data",
-    "text_finetune", "text_grid", "text_methods", "train", "transferability", "widgets",
-    "workspace",
+    "gd", "heads", "layers", "lora", "magics", "metrics", "model_files", "models", "modes",
+    "optimizers", "plots", "schedules", "selection", "stats", "student", "text", "text_checks",
+    "text_data", "text_finetune", "text_grid", "text_methods", "train", "transferability",
+    "widgets", "workspace",
 }
 
 

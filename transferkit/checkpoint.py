@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import warnings
 import zipfile
@@ -139,6 +140,27 @@ def _restore_bn_stats(model: nn.Module, frozen: list[str]) -> None:
             unfreeze_bn_stats(m, training=model.training)
 
 
+def load_error(path: str | Path, err: BaseException, what: str = "checkpoint",
+               fix: str = "") -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in one line, and what to do.
+
+    torch's own message for a file that holds pickled Python objects says that loading
+    it with ``weights_only=False`` "will likely succeed": on a file you did not make
+    yourself that is the one unsafe thing to do, since unpickling runs whatever code the
+    file names. So that advice is never passed on: the message names the object that was
+    refused, says why, and gives ``fix`` (how to save the file safely) instead.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch colours part of its message
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:  # names a class or function: unpickling it could run code
+        return (f"{path} holds a Python object ({refused.group(1)}), not only tensors and "
+                "plain values; unpickling it could run code, so it was not loaded (do not "
+                f"retry with weights_only=False unless you made the file yourself). {fix}")
+    detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+    return (f"{path} is not a readable {what} (corrupt or truncated?): "
+            f"{type(err).__name__}: {(detail or [''])[0]}")
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint safely and return its dictionary (nothing is loaded).
 
@@ -149,21 +171,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"No checkpoint at {path}.")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "GLOBAL" in str(err).upper():  # names a class or function: could run code
-            raise CheckpointError(
-                f"{path} holds Python objects other than tensors and plain values, which "
-                "could run code when loaded, so it was not loaded. Re-save it as a state "
-                "dict (torch.save(model.state_dict(), path)) or with save_checkpoint()."
-            ) from None
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {err}"
-        ) from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): "
-            f"{type(err).__name__}: {err}"
-        ) from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
+            OSError) as err:
+        fix = ("Re-save it as a state dict (torch.save(model.state_dict(), path)) or with "
+               "save_checkpoint().")
+        raise CheckpointError(load_error(path, err, "checkpoint", fix)) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -206,6 +218,17 @@ def _mismatch_message(path: Path, missing: list, unexpected: list, shapes: dict)
         "the matching part on purpose (e.g. a new head), pass strict=False; the "
         "skipped keys are returned.",
     ])
+
+
+def check_fits(path: str | Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise `CheckpointMismatchError` (listing the missing, unexpected and wrongly-shaped
+    keys) unless the weights ``state`` read from ``path`` fit ``model`` exactly. Only
+    shapes are compared, so ``model`` may live on the ``"meta"`` device: a network a
+    file describes can be checked against the file's weights before it is really built."""
+    missing, unexpected, shapes = _compare(model, state)
+    if missing or unexpected or shapes:
+        raise CheckpointMismatchError(_mismatch_message(Path(path), missing, unexpected, shapes),
+                                      missing, unexpected, shapes)
 
 
 def load_checkpoint(

@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, save_checkpoint
-from .data import load_digits, train_val_test_split
+from .checkpoint import CheckpointError, load_error, save_checkpoint
+from .data import check_finite, check_labels, load_digits, train_val_test_split
+from .device import pick_device
 from .distributed import current
 from .doctor import format_report, report
 from .finetune import STRATEGIES, Classifier, find_head, fine_tune
@@ -206,7 +209,9 @@ DATASETS = ("digits",)  # or a .pt file
 
 def load_data(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``digits`` (images), or a ``.pt`` file holding ``(x, y)`` or ``{"x": …, "y": …}``,
-    read with ``weights_only=True`` (tensors only: a data file cannot run code)."""
+    read with ``weights_only=True`` (tensors only: a data file cannot run code). The
+    inputs must be finite (`check_finite`) and the labels the classes 0 … C−1, each
+    present (`check_labels`): a NaN or a stray label is refused here, before any work."""
     if spec == "digits":
         digits = load_digits(images=True)
         return digits.x, digits.y
@@ -219,8 +224,9 @@ def load_data(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise ValueError(f"{path} is not a readable tensor file: {str(err).splitlines()[0]}"
-                         ) from None
+        raise ValueError(load_error(path, err, "tensor file", "Save the data as tensors: "
+                                    "torch.save((torch.as_tensor(x), torch.as_tensor(y)), "
+                                    "path).")) from None
     pair = (obj.get("x"), obj.get("y")) if isinstance(obj, dict) else obj
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2
             and all(isinstance(t, torch.Tensor) for t in pair)):
@@ -229,13 +235,24 @@ def load_data(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     if len(x) != len(y) or y.ndim != 1 or y.dtype.is_floating_point:
         raise ValueError(f"{path}: y must be integer class labels, one per row of x "
                          f"(x has {len(x)} rows, y has shape {tuple(y.shape)}, {y.dtype}).")
+    check_finite(f"{path}: x", x)
+    check_labels(y, f"{path}: y")
     return x.float(), y.long()
+
+
+def check_weights_option(name: str, weights: str | None) -> None:
+    """Refuse pre-trained weights for a model that has none (rather than ignore them)."""
+    if weights is not None and name in ("mlp", "small_cnn"):
+        raise ValueError(f"--weights {weights}: {name} has no pre-trained weights (it always "
+                         "starts from random ones); leave --weights out, or choose a backbone "
+                         "such as resnet18.")
 
 
 def build_model(name: str, x: torch.Tensor, num_classes: int, weights: str | None) -> nn.Module:
     """A network for inputs like ``x`` with ``num_classes`` outputs."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+    check_weights_option(name, weights)
     if name == "mlp":
         encoder = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 256), nn.ReLU(),
                                 nn.Linear(256, 128), nn.ReLU())
@@ -249,9 +266,57 @@ def build_model(name: str, x: torch.Tensor, num_classes: int, weights: str | Non
                     in_channels=x.shape[1], progress=False)
 
 
-def write_metrics(path: Path, rows: list[dict], summary: dict) -> None:
-    """The epochs' rows as CSV, or everything as JSON (by the file's suffix)."""
-    if path.suffix == ".csv":
+def check_output(path: Path, option: str) -> None:
+    """Refuse an output path before any work, not after: one that exists (nothing is
+    overwritten), or one that cannot be written (its folder is a file, or not writable;
+    tried with a temporary file there)."""
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(f"{path} already exists; it is never overwritten. Choose "
+                              "another name.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # made when the run writes
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: {folder} is a file, not a folder. Choose another "
+                         "path.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write in {folder} ({err.strerror or err}). "
+                         "Choose a folder you can write to.") from None
+
+
+def write_outputs(out: Path, metrics: Path, model: nn.Module, meta: dict, rows: list[dict],
+                  summary: dict) -> None:
+    """The checkpoint and the metrics, both or neither: each is written to a temporary
+    file in its folder, and both are renamed into place only when both are complete."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for final in (out, metrics):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+            written.append((partial, final))
+            if final == out:
+                save_checkpoint(partial, model, meta=meta)
+            else:
+                write_metrics(partial, rows, summary, final.suffix)
+        for _, final in written:
+            if final.exists():
+                raise FileExistsError(f"{final} appeared while training; it is never "
+                                      "overwritten. Choose another name.")
+        for partial, final in written:
+            os.replace(partial, final)
+    except BaseException:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(path: Path, rows: list[dict], summary: dict, suffix: str | None = None
+                  ) -> None:
+    """The epochs' rows as CSV, or everything as JSON (by ``suffix``, default the file's)."""
+    if (suffix or path.suffix) == ".csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with path.open("x", newline="") as f:
             writer = csv.DictWriter(f, columns)
@@ -262,27 +327,61 @@ def write_metrics(path: Path, rows: list[dict], summary: dict) -> None:
             json.dump({**summary, "epochs": rows}, f, indent=1)
 
 
+class RunFailed(Exception):
+    """A run that finished but diverged, or whose weights are not finite (exit status 3)."""
+
+
+def failed_run(histories: list, model: nn.Module, test: dict) -> str:
+    """Why a finished run must not count as a model: "" when nothing is wrong, else what
+    diverged or is not finite (a weight, the test loss)."""
+    for history in histories:
+        if history.diverged:
+            row = history.rows[-1]
+            return (f"training diverged: the training loss became {row['loss']:.3g} in epoch "
+                    f"{row['epoch']}. Lower --lr")
+    broken = [name for name, t in model.state_dict().items()
+              if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        return (f"the trained weights hold NaN or infinite values ({', '.join(broken[:3])}"
+                f"{' …' if len(broken) > 3 else ''}). Lower --lr")
+    if not math.isfinite(test.get("loss", 0.0)):
+        return f"the test loss is {test['loss']}. Lower --lr"
+    return ""
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
+    """Every check that can be made before training is made first (the outputs, the names,
+    the device, the data), so a run fails in seconds, not after its work; the outputs are
+    written only for a run that did not diverge, both or neither (`write_outputs`)."""
     out = Path(args.out).expanduser()
     metrics = Path(args.metrics).expanduser() if args.metrics else out.with_suffix(
         ".metrics.json")
     try:
-        for path in (out, metrics):
-            if path.exists():
-                raise FileExistsError(f"{path} already exists; it is never overwritten. "
-                                      "Choose another name.")
         if metrics.suffix not in (".json", ".csv"):
             raise ValueError(f"--metrics must end in .json or .csv, got {metrics.name}.")
+        if metrics.resolve() == out.resolve():
+            raise ValueError(f"--out and --metrics are the same file, {out}; give two names.")
+        for path, option in ((out, "--out"), (metrics, "--metrics")):
+            check_output(path, option)
         if args.strategy not in CLI_STRATEGIES:
             raise ValueError(f"unknown strategy {args.strategy!r}; choose one of "
                              f"{', '.join(CLI_STRATEGIES)}.")
         if args.model not in MODELS:
             raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}.")
+        weights = None if (args.weights or "none").lower() == "none" else args.weights
+        check_weights_option(args.model, weights)
+        try:  # a GPU that is not here: now, not after the data is read
+            pick_device(args.device)
+        except (RuntimeError, ValueError) as err:
+            if args.device is None:  # $TRANSFERKIT_DEVICE: the message names it
+                raise ValueError(str(err)) from None
+            why = str(err).partition(", but ")[2].partition(". ")[0] or "not a device name"
+            raise ValueError(f"--device {args.device} cannot be used: {why}. Use --device cpu, "
+                             "or leave --device out for the best device there is.") from None
         x, y = load_data(args.data)
         splits = train_val_test_split(x, y, val=args.val, test=args.test, seed=args.seed)
         num_classes = int(y.max()) + 1
         torch.manual_seed(args.seed)  # the new head: the same on every process
-        weights = None if (args.weights or "none").lower() == "none" else args.weights
         model = build_model(args.model, x, num_classes, weights)
         options = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                        seed=args.seed, device=args.device, progress=current().main)
@@ -291,23 +390,38 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             targets = (args.lora_targets.split(",") if args.lora_targets
                        else [n for n in linear_names(model) if n != head])
             add_lora(model, r=args.lora_r, alpha=args.lora_alpha, targets=targets)
-            rows = [{**row, "stage": "lora"}
-                    for row in fit(model, splits.train, splits.val, **options).to_rows()]
+            history = fit(model, splits.train, splits.val, **options)
+            histories, rows = [history], [{**row, "stage": "lora"} for row in history.to_rows()]
         else:
-            rows = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
-                             **options).to_rows()
+            result = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
+                               **options)
+            histories, rows = [stage.history for stage in result.stages], result.to_rows()
         test = evaluate(model, splits.test)
+        failure = failed_run(histories, model, test)
         summary = {"model": args.model, "data": args.data, "strategy": args.strategy,
                    "processes": current().world, "classes": num_classes,
                    "examples": {"train": len(splits.train), "val": len(splits.val),
-                                "test": len(splits.test)}, "test": test}
-        save_checkpoint(out, model, meta={k: v for k, v in summary.items() if k != "test"})
+                                "test": len(splits.test)}, "test": test,
+                   **({"diverged": failure} if failure else {})}
+        if failure and not args.save_diverged:
+            raise RunFailed(f"{failure} (it was {args.lr:g}), or pass --save-diverged to keep "
+                            "the run anyway. Nothing was written.")
         if current().main:
-            write_metrics(metrics, rows, summary)
+            try:
+                write_outputs(out, metrics, model,
+                              {k: v for k, v in summary.items() if k != "test"}, rows, summary)
+            except OSError as err:  # a full disk, a folder removed meanwhile …
+                raise ValueError(f"could not write the outputs ({err.strerror or err}); nothing "
+                                 "was written.") from None
             print(f"test accuracy {test.get('accuracy', float('nan')):.4f}; wrote {out} and "
-                  f"{metrics}")
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError,
-            WeightsUnavailableError) as err:
+                  f"{metrics}{' (a diverged run: --save-diverged)' if failure else ''}")
+        if failure:
+            raise RunFailed(f"{failure} (it was {args.lr:g}); the files were written because "
+                            "of --save-diverged.")
+    except RunFailed as err:
+        print(f"transferkit finetune: {err}", file=sys.stderr)
+        return 3
+    except (OSError, ValueError, TypeError, CheckpointError, WeightsUnavailableError) as err:
         print(f"transferkit finetune: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     return 0
@@ -354,6 +468,10 @@ def add_finetune_parser(sub: Any) -> None:
     p.add_argument("--metrics", default=None, metavar="PATH",
                    help="per-epoch metrics, .json (with the test score) or .csv "
                    "(default: OUT with the suffix .metrics.json; never overwritten)")
+    p.add_argument("--save-diverged", action="store_true",
+                   help="write the checkpoint and metrics of a run that diverged or ended "
+                   "with weights that are not finite (by default nothing is written; the exit "
+                   "status is 3 either way)")
     p.set_defaults(run=cmd_finetune)
 
 

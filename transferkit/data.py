@@ -31,10 +31,12 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ def few_labels(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 0) 
         raise ValueError(f"per_class must be a positive integer, got {per_class!r}.")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)} labels.")
+    if len(y) == 0:
+        raise ValueError("few_labels got no examples (x and y are empty): there is nothing to "
+                         "choose from. Pass the labelled data set itself.")
     classes, counts = torch.unique(y, return_counts=True)
     smallest = int(counts.argmin())
     if per_class > int(counts[smallest]):
@@ -371,6 +376,93 @@ def load_cifar10(root: str | Path, train: bool = True, download: bool = False) -
     download is reported instead of loaded.
     """
     return _load_torchvision("cifar10", root, train, download)
+
+
+# --- checks that keep a run from going silently wrong ---------------------------------
+
+
+def check_finite(name: str, tensor: torch.Tensor, fix: str | None = None) -> torch.Tensor:
+    """``tensor`` itself, or a ValueError that names it and counts its NaN and infinite values.
+
+    One NaN in a mini-batch makes the loss NaN, its gradient NaN, and after a single
+    optimizer step every weight NaN: the run is lost, and nothing says why. So data
+    is checked before training, not after. Integer tensors (labels, token ids) are
+    always finite and pass unchecked. ``fix`` replaces the advice at the end of the
+    message (by default: how to drop the rows that hold them).
+
+    >>> check_finite("x", torch.tensor([[0.5, 1.0], [float("nan"), 2.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: x holds 1 NaN (in 1 of its 2 rows, the first at row 1). Fix or drop those ...
+    """
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        return tensor
+    bad = ~torch.isfinite(tensor)
+    if not bool(bad.any()):
+        return tensor
+    nans = int(torch.isnan(tensor).sum())
+    infs = int(bad.sum()) - nans
+    counts = " and ".join(f"{n:,} {word}{'s' if n > 1 else ''}"
+                          for n, word in ((nans, "NaN"), (infs, "infinite value")) if n)
+    if tensor.ndim == 0:
+        raise ValueError(f"{name} is {tensor.item()}, not a finite number.")
+    rows = bad.reshape(len(tensor), -1).any(1)
+    fix = fix or ("Fix or drop those rows before training, e.g. keep = "
+                  "torch.isfinite(x).flatten(1).all(1); x, y = x[keep], y[keep].")
+    raise ValueError(f"{name} holds {counts} (in {int(rows.sum()):,} of its {len(tensor):,} "
+                     f"rows, the first at row {int(rows.nonzero()[0])}). {fix}")
+
+
+def check_finite_inputs(train: Any, val: Any = None, model: nn.Module | None = None) -> None:
+    """Refuse NaN and infinite numbers before training starts: in the inputs and targets of
+    ``train`` and ``val`` (each an ``(x, y)`` pair, a `Data` or a TensorDataset) and in
+    ``model``'s parameters. The error names the tensor and counts them (`check_finite`);
+    `transferkit.train.fit` and `transferkit.finetune.fine_tune` call it first of all."""
+    for part, data in (("train", train), ("val", val)):
+        pair = getattr(data, "tensors", data)  # a TensorDataset keeps its tensors there
+        if isinstance(pair, (tuple, list, Data)):  # anything else: fit's own error follows
+            for role, t in zip(("x (the inputs)", "y (the targets)"), pair, strict=False):
+                check_finite(f"{part} {role}", t)
+    for name, p in model.named_parameters() if model is not None else ():
+        check_finite(f"the model's parameter {name}", p.detach(),
+                     fix="Training cannot repair it: rebuild or reload the model.")
+
+
+def check_labels(y: torch.Tensor | np.ndarray | Sequence[int], name: str = "y") -> int:
+    """The number of classes C of the labels ``y``, once they are checked to be the
+    classes 0 … C−1, each with at least one example; otherwise a ValueError naming the gaps.
+
+    A classifier gets one output per class, so a stray label of 100,000 would build a
+    100,001-way head that trains without a word; a label of 10**9 would ask for
+    gigabytes. Labels with gaps are refused instead, and the fix is named.
+
+    >>> check_labels(torch.tensor([0, 2, 1, 2]))
+    3
+    >>> check_labels(torch.tensor([0, 1, 7]))
+    Traceback (most recent call last):
+    ...
+    ValueError: y runs from 0 to 7, but 5 of those 8 classes have no example (2 … 6). ...
+    """
+    y = _labels(y)
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty: there are no labels.")
+    present = torch.unique(y).tolist()  # sorted; at most one per example
+    if present[0] < 0:
+        raise ValueError(f"{name} holds the negative label {present[0]}; class labels are "
+                         "0, 1, 2, …. Number the classes from 0.")
+    classes = present[-1] + 1
+    if len(present) == classes:
+        return classes
+    gaps = [(a + 1, b - 1) for a, b in zip([-1, *present], present, strict=False)
+            if b > a + 1]
+    shown = ", ".join(str(a) if a == b else f"{a} … {b}" for a, b in gaps[:3])
+    missing = classes - len(present)
+    raise ValueError(
+        f"{name} runs from 0 to {classes - 1}, but {missing:,} of those {classes:,} classes "
+        f"{'has' if missing == 1 else 'have'} no example ({shown}"
+        f"{', …' if len(gaps) > 3 else ''}). "
+        f"Number the classes 0 … {len(present) - 1} (e.g. y = torch.unique(y, "
+        "return_inverse=True)[1]).")
 
 
 def sha256_file(path: str | Path, chunk: int = 2**20) -> str:

@@ -29,7 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_fits,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -265,8 +271,12 @@ def load_encoder(
     """Rebuild and load an encoder saved by `save_encoder` (no other code needed).
 
     ``in_features`` / ``code_dim``: what you expect; a file that holds another
-    size is refused with a message saying what it holds. The returned module is
-    in eval mode; its ``meta`` attribute holds the notes saved with it.
+    size is refused with a message saying what it holds. The stored description is
+    checked against the stored weights' shapes before anything is built (on the
+    ``"meta"`` device, `transferkit.checkpoint.check_fits`), so a file whose
+    description disagrees with its weights is refused without allocating a layer. The
+    returned module is in eval mode; its ``meta`` attribute holds the notes saved with
+    it.
     """
     path = Path(path).expanduser()
     ckpt = read_checkpoint(path)
@@ -277,11 +287,14 @@ def load_encoder(
             "description). Save encoders with transferkit.encoder.save_encoder(model, path); "
             "load other checkpoints with transferkit.checkpoint.load_checkpoint(path, model)."
         )
-    try:
-        encoder = Encoder(meta["architecture"])
+    try:  # first on the "meta" device: shapes without memory, so a description asking
+        # for an 8000×8000 layer costs nothing until it is known to fit the stored weights
+        with torch.device("meta"):
+            check_fits(path, Encoder(meta["architecture"]), ckpt["model"])
     except (KeyError, TypeError, ValueError) as err:
         raise EncoderFileError(f"{path} describes an encoder this version of transferkit "
                                f"cannot build ({err}).") from None
+    encoder = Encoder(meta["architecture"])
     for name, wanted, actual in (("in_features", in_features, encoder.in_features),
                                  ("code_dim", code_dim, encoder.code_dim)):
         if wanted is not None and wanted != actual:

@@ -28,13 +28,14 @@ import contextlib
 import functools
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .data import check_finite_inputs
 from .device import model_device, pick_device, seeded
 from .distributed import join
 from .freezing import (
@@ -54,7 +55,7 @@ from .freezing import (
     unfreeze_bn_stats,
 )
 from .heads import Classifier, feature_size, find_head, replace_head, without_head
-from .layers import LayerGroup, layer_groups
+from .layers import LayerGroup, architecture, layer_groups
 from .modes import eval_mode
 from .optimizers import OPTIMIZERS, fused_optimizer, untrained_parameters
 from .train import History, as_xy, epochs_for_steps, fit
@@ -69,12 +70,18 @@ FEATURE_CACHE_BYTES = 512 * 2**20
 _FEATURE_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
 
 
-def _fingerprint(tensors: Iterable[torch.Tensor], extra: str = "") -> str:
-    digest = hashlib.blake2b(extra.encode(), digest_size=16)
-    for t in tensors:
+def feature_key(backbone: nn.Module, x: torch.Tensor) -> str:
+    """The feature cache's key: a digest (BLAKE2b) of everything that decides what
+    ``backbone(x)`` computes: its architecture (`transferkit.layers.architecture`: every
+    layer's class and settings, so two networks with the same weights but another
+    activation or pooling differ), every parameter and buffer by name (buffers
+    left out of the ``state_dict`` too), and the bytes of ``x``."""
+    digest = hashlib.blake2b(architecture(backbone).encode(), digest_size=16)
+    named = [*backbone.named_parameters(), *backbone.named_buffers(), ("(inputs)", x)]
+    for name, t in named:
         t = t.detach().cpu().contiguous()
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(f"{name}:{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -89,8 +96,9 @@ def extract_features(backbone: nn.Module, x: torch.Tensor, *, batch_size: int = 
 
     Runs a batch at a time on the backbone's device and returns a CPU tensor
     (flattened to ``(n, features)``). With ``cache=True`` the result is kept, keyed
-    by the *contents* of the weights and of ``x``: the same frozen backbone on the
-    same inputs is not run again, while a backbone whose weights changed is.
+    by the backbone's architecture and the *contents* of its weights and of ``x``
+    (`feature_key`): the same frozen backbone on the same inputs is not run again,
+    while a backbone whose weights or layers changed is.
     That is what makes a linear probe cheap: its head trains for many epochs on
     features computed once. (The cache keeps at most FEATURE_CACHE_BYTES;
     `clear_feature_cache` empties it.)
@@ -99,7 +107,7 @@ def extract_features(backbone: nn.Module, x: torch.Tensor, *, batch_size: int = 
         raise TypeError(f"x must be a tensor of inputs, got {type(x).__name__}.")
     key = None
     if cache:
-        key = _fingerprint([*backbone.state_dict().values(), x], type(backbone).__name__)
+        key = feature_key(backbone, x)
         if key in _FEATURE_CACHE:
             _FEATURE_CACHE.move_to_end(key)
             return _FEATURE_CACHE[key].clone()
@@ -323,6 +331,7 @@ def fine_tune(
     """
     if bn not in BN_POLICIES:
         raise ValueError(f"bn must be one of {BN_POLICIES}, got {bn!r}.")
+    check_finite_inputs(train, val, model)  # before any stage or cached feature is computed
     groups = layer_groups(model)
     plan = strategy_stages(strategy, len(groups), k=k, decay=decay)
     opt_class = _optimizer_class(optimizer)
@@ -420,7 +429,7 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
 __all__ = [
     "BN_POLICIES", "Classifier", "FineTuneResult", "LayerGroup", "STRATEGIES", "Stage",
     "TrainableReport", "ULMFIT_DECAY", "bn_stats_frozen", "check_strategy", "clear_feature_cache",
-    "extract_features", "feature_drift", "feature_size", "find_head", "fine_tune",
+    "extract_features", "feature_drift", "feature_key", "feature_size", "find_head", "fine_tune",
     "finetune_method", "freeze", "freeze_bn_stats", "freeze_to", "group_learning_rates",
     "layer_groups", "no_weight_decay", "param_groups", "replace_head", "reset_parameters",
     "set_trainable", "strategy_stages", "trainable_parameters", "trainable_report", "unfreeze",

@@ -183,10 +183,20 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(config.hidden_size, num_classes).to(weight.device, weight.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not isinstance(ids, torch.Tensor):
+            got = "texts" if isinstance(ids, str) or (
+                isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], str)) \
+                else type(ids).__name__
+            raise TypeError(f"TextClassifier takes token ids, a LongTensor (batch, length), not "
+                            f"{got}. Make them with transferkit.text.token_ids(tokenizer, texts).")
         if ids.dtype != torch.long or ids.ndim != 2:
             raise ValueError(f"TextClassifier takes token ids, a LongTensor (batch, length); got "
                              f"{ids.dtype} of shape {tuple(ids.shape)}. Make it with "
                              "transferkit.text.token_ids(tokenizer, texts).")
+        if ids.numel() == 0:
+            raise ValueError(f"TextClassifier got an empty batch (token ids of shape "
+                             f"{tuple(ids.shape)}): give it at least one text of at least one "
+                             "token.")
         mask = ids != self.pad_id
         real = mask.any(0).nonzero()
         length = int(real.max()) + 1 if len(real) else 1  # last column with a real token

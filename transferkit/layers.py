@@ -25,6 +25,7 @@ Every parameter belongs to exactly one group; `layer_groups` checks it.
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -237,5 +238,50 @@ def _check_cover(model: nn.Module, groups: list[LayerGroup]) -> None:
         raise ValueError(f"{type(model).__name__} has no parameters, so no layer groups.")
 
 
+# --- the layer tree as text, for whatever must tell two networks apart ---------------------
 
-__all__ = ["BATCHNORMS", "LayerGroup", "NORMS", "layer_groups"]
+
+def _setting(value: Any) -> Any:
+    """A module attribute as a plain value: numbers, strings and their tuples, lists and
+    dicts as they are; a function as its name; anything else as its type's name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_setting(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _setting(v) for k, v in value.items()}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return type(value).__name__
+
+
+def architecture(model: nn.Module) -> str:
+    """The model's layer tree as text: one line per module with its dotted name, its
+    class and its settings (the values it keeps besides its tensors: sizes, strides,
+    ``eps``, a pooling's output size, an activation's options, a function it calls).
+
+    Two networks with the same weights but a different activation or pooling (layers
+    that have no weights) compute different things; their weights cannot tell them
+    apart, their architecture can. So caches of what a network computes
+    (`transferkit.finetune.extract_features`, `transferkit.text.encode`) key on it as
+    well as on the weights. Not part of it: the train/eval mode, private attributes
+    (a leading ``_``; hooks live there), and methods patched onto a module (such as
+    `transferkit.freezing.freeze_bn_stats`'s); an object that is not a plain value
+    appears as its type's name only.
+
+    >>> print(architecture(nn.Sequential(nn.Linear(2, 3), nn.ReLU())))
+    : torch.nn.modules.container.Sequential {}
+    0: torch.nn.modules.linear.Linear {'in_features': 2, 'out_features': 3}
+    1: torch.nn.modules.activation.ReLU {'inplace': False}
+    """
+    lines = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        settings = {key: _setting(value) for key, value in sorted(vars(module).items())
+                    if not key.startswith("_") and key != "training"
+                    and not isinstance(value, types.MethodType)}
+        kind = type(module)
+        lines.append(f"{name}: {kind.__module__}.{kind.__qualname__} {settings}")
+    return "\n".join(lines)
+
+
+__all__ = ["BATCHNORMS", "LayerGroup", "NORMS", "architecture", "layer_groups"]

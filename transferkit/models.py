@@ -60,7 +60,13 @@ import torch
 from torch import nn
 
 from . import efficientnet_lite
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_fits,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .heads import find_head, replace_head
 
 LITE = "efficientnet_lite0"  # timm's architecture, weights from an installed package
@@ -334,17 +340,23 @@ def _saved_options(name: str, ckpt: dict) -> dict[str, Any] | None:
 
 def _load_file(name: str, path: Path, small_images: bool, in_channels: int
                ) -> tuple[nn.Module, list[str], bool, int]:
-
     ckpt = read_checkpoint(path)  # safe loading; a clear error for a missing or bad file
     saved = _saved_options(name, ckpt)
-    model = _build(name)
-    changes: list[str] = []
     if saved:  # rebuild the network exactly as it was saved, then load
         small_images, in_channels = bool(saved["small_images"]), int(saved["in_channels"])
-        changes = _adapt(model, small_images, in_channels)
-    head = find_head(model)
-    if f"{head}.weight" in ckpt["model"]:  # the file's head may have another size
-        replace_head(model, int(ckpt["model"][f"{head}.weight"].shape[0]))
+
+    def build() -> tuple[nn.Module, list[str]]:  # as the file says, on the default device
+        model = _build(name)
+        changes = _adapt(model, small_images, in_channels) if saved else []
+        head = find_head(model)
+        if f"{head}.weight" in ckpt["model"]:  # the file's head may have another size
+            replace_head(model, int(ckpt["model"][f"{head}.weight"].shape[0]))
+        return model, changes
+
+    if saved:  # what the file describes, on the "meta" device (no memory), against its weights
+        with torch.device("meta"):
+            check_fits(path, build()[0], ckpt["model"])
+    model, changes = build()
     load_checkpoint(path, model)
     if not saved:  # plain ImageNet-style weights: adapt after loading, as for a download
         changes = _adapt(model, small_images, in_channels)
@@ -430,13 +442,14 @@ def backbone(
     else:
         weights = weights_enum(name, weights)
         cached = fetch_weights(name, weights, progress)
-        try:
+        try:  # torchvision reads the file with weights_only=False, which runs any code pickled
+            read_checkpoint(cached)  # in it: so it is read safely first (tensors only)
             model = get_model(name, weights=weights)  # reads the file fetch_weights made sure of
-        except (RuntimeError, EOFError, OSError) as err:
+        except (CheckpointError, RuntimeError, EOFError, OSError) as err:
             raise CheckpointError(
-                f"{cached} holds the {weights} weights, but it cannot be read (corrupt or "
-                f"truncated?): {err}\nDelete it and call backbone again to download it anew, "
-                "or copy a good copy of the file there."
+                f"{cached} should hold the {weights} weights, but it cannot be read safely "
+                f"(corrupt, truncated, or more than tensors): {err}\nDelete it and call "
+                "backbone again to download it anew, or copy a good copy of the file there."
             ) from None
         changes, source = _adapt(model, small_images, in_channels), str(weights)
         categories = list(weights.meta.get("categories") or []) or None

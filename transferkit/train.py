@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from .callbacks import Callback, EarlyStopping, FitState, History
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
+from .data import check_finite_inputs
 from .device import model_device, pick_device
 from .distributed import SINGLE, Ranks, join
 from .modes import eval_mode, module_modes, restore_modes
@@ -310,6 +311,7 @@ def fit(
                          "fit(..., callbacks=[transferkit.widgets.LivePlot()]).")
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
+    check_finite_inputs(train, val, model)  # a NaN in the data is an error, not a divergence
     device = pick_device(None if device is None else str(device))
     ranks = join(device)  # SINGLE unless torchrun started several processes
     device = ranks.device(device)
@@ -401,11 +403,13 @@ def fit(
 
             # Diverged: the loss is inf/nan, or 1000× what it was before training.
             if not math.isfinite(row["loss"]) or row["loss"] > 1000 * max(initial_loss, 1e-6):
-                history.diverged = True
+                history.diverged = True  # data and weights were finite (check_finite_inputs)
+                cause = ("The learning rate is probably too large for this model." if math.isfinite(
+                    initial_loss) else "The model's outputs were not finite before training "
+                    "(inputs too large for it?): no learning rate helps; scale the inputs.")
                 warnings.warn(
                     f"the training loss became {row['loss']:.3g} in epoch {epoch} (it was "
-                    f"{initial_loss:.3g} before training), so training stopped. The learning "
-                    "rate is probably too large for this model.",
+                    f"{initial_loss:.3g} before training), so training stopped. {cause}",
                     RuntimeWarning, stacklevel=2,
                 )
                 break
