@@ -111,3 +111,22 @@ def test_recipes_are_the_ones_the_validation_search_chose():
     assert record["chosen"] == text_finetune.RECIPES
     assert "test" not in json.dumps(record["data"])  # chosen on validation only
     assert {"command", "commit", "date", "device"} <= set(record["provenance"])
+
+
+def test_search_table_compares_each_candidate_with_its_stages_best_paired():
+    recipe = vars(text_finetune.recipe_for("full"))
+
+    def run(stage, lr, seed, correct):
+        r = dict(recipe, lr=lr)
+        return {"stage": stage, "strategy": "full", "budget": 128, "seed": seed, "recipe": r,
+                "fingerprint": f"lr{lr}", "val_accuracy": correct.count("1") / len(correct),
+                "val_correct": correct}
+
+    good, bad = "1111111111" * 4, "1111100000" * 4
+    record = {"runs": [run("1 rate", 3e-5, s, good) for s in (0, 1)]
+              + [run("1 rate", 1e-4, s, bad) for s in (0, 1)]}
+    rows = text_finetune.search_table(record)
+    assert [r["validation accuracy"] for r in rows] == ["1.000", "0.500"]
+    assert rows[0]["against the stage's best"] == "the stage's best"
+    assert rows[1]["against the stage's best"].startswith("-0.500 [")
+    assert "lr 0.0001" in rows[1]["settings"] and rows[1]["seeds"] == 2

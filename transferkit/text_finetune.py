@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,7 @@ from .lora import add_lora
 from .modes import eval_mode
 from .optimizers import fused_optimizer
 from .schedules import linear
+from .stats import compare_per_item
 from .text import TextModel, encode, token_ids
 from .text_data import check_texts
 from .text_methods import EmbeddingTable, Method, TextPredictor, train_probe
@@ -227,6 +229,49 @@ def recipe_search(path: str | Path = RECIPE_FILE) -> dict[str, Any]:
     return record
 
 
+def search_table(record: dict[str, Any], level: float = 0.95) -> list[dict[str, Any]]:
+    """The validation evidence of a stored search, one row per candidate: its stage,
+    strategy, labels per class, settings, mean validation accuracy over the seeds, and
+    its gap to the best candidate of its stage and budget, paired by seed and snippet
+    (`transferkit.stats.compare_per_item`), with the interval."""
+    by_candidate: dict[tuple, list[dict[str, Any]]] = {}
+    for run in record["runs"]:
+        key = (run["stage"], run["strategy"], run["budget"], run["fingerprint"])
+        by_candidate.setdefault(key, []).append(run)
+    rows = []
+    for stage, budget in dict.fromkeys(key[:3:2] for key in by_candidate):
+        candidates = {key: runs for key, runs in by_candidate.items()
+                      if key[0] == stage and key[2] == budget}
+        scored = {}
+        for key, runs in candidates.items():
+            runs = sorted(runs, key=lambda r: r["seed"])
+            scored[key] = (runs, np.array([[c == "1" for c in r["val_correct"]] for r in runs],
+                                          dtype=float))
+        best = max(scored, key=lambda key: scored[key][1].mean())
+        for key, (runs, correct) in scored.items():
+            recipe = runs[0]["recipe"]
+            row = {"stage": stage, "strategy": key[1], "labels per class": key[2],
+                   "settings": _settings_text(recipe), "seeds": len(runs),
+                   "validation accuracy": f"{correct.mean():.3f}"}
+            if key == best:
+                row["against the stage's best"] = "the stage's best"
+            elif len(correct) < 2:  # one seed: no spread to build an interval from
+                gap = correct.mean() - scored[best][1].mean()
+                row["against the stage's best"] = f"{gap:+.3f} (one seed: no interval)"
+            else:
+                gap = compare_per_item(correct, scored[best][1], level=level)
+                row["against the stage's best"] = (
+                    f"{gap['gap']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]")
+            rows.append(row)
+    return rows
+
+
+def _settings_text(recipe: dict[str, Any]) -> str:
+    text = (f"{recipe['head']} head, lr {recipe['lr']:g}, {recipe['epochs']} epochs, "
+            f"{recipe['schedule']} schedule")
+    return text + (f", at least {recipe['min_steps']} steps" if recipe["min_steps"] else "")
+
+
 def recipe_for(strategy: str, recipe: Recipe | None = None, **changes: Any) -> Recipe:
     """``recipe`` (default: `RECIPES`' for ``strategy``) with ``changes`` applied."""
     if strategy not in TRANSFORMER_STRATEGIES:
@@ -344,6 +389,6 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
 __all__ = [
     "RECIPES", "RECIPE_FILE", "Recipe", "TRANSFORMER_STRATEGIES", "encoder_drift",
     "length_grouped", "optimizer_groups", "predict_texts", "prepare", "recipe_for",
-    "recipe_search", "text_classifier",
+    "recipe_search", "search_table", "text_classifier",
     "transformer_method",
 ]
