@@ -326,8 +326,9 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
     `pick_device`), trained by `fit` with AdamW (`optimizer_groups`) and the recipe's
     schedule. Texts longer than ``max_length`` tokens are cut.
 
-    ``curve=(data, every)`` measures accuracy on ``data`` every ``every`` steps (a
-    learning curve; `transferkit.callbacks.StepCurve`); ``drift_on=texts`` measures
+    ``curve=(data, every)`` measures accuracy on ``data`` every ``every`` steps in the
+    run with seed 0 (a learning curve; `transferkit.callbacks.StepCurve`; one per study,
+    since each point predicts ``data``); ``drift_on=texts`` measures
     how far the encoder's vectors of those texts moved (`encoder_drift`). The rows of
     a study get ``trainable_params``, ``train_seconds`` (training only),
     ``predict_seconds_per_1000`` (timed on up to 256 of its training texts: a prediction
@@ -350,7 +351,7 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
                                         optimizer_groups(trained, net.head, recipe))
             ids = token_ids(tokenizer, train.x, max_length=max_length)
             callbacks = []
-            if curve is not None:
+            if curve is not None and seed == 0:  # one curve per study: seed 0's run
                 data, every = curve
                 curve_ids = token_ids(tokenizer, data.x, max_length=max_length)
                 callbacks.append(StepCurve(lambda m: {"accuracy": float(
