@@ -10,11 +10,13 @@ on a fixed subsample of the *validation* split; the test split is never loaded. 
 searches in stages, each starting from the best of the one before (highest mean
 validation accuracy over the seeds, every candidate on the same draws and snippets):
 
-1. full fine-tuning, 128 labels per class: the encoder's rate with a fresh head, then the
-   probe's head (LP-FT) at the best rate;
+1. full fine-tuning, 128 labels per class: the encoder's rate with a fresh head (a rate
+   twice the largest is tried too while the largest wins), then the probe's head (LP-FT)
+   at the best rate;
 2. full: how many epochs;
 3. the fewest labels (8 and 32 per class): a minimum number of optimizer steps, or not;
-4. partial (top 2 layers) and LoRA (r = 8): their rates, with what 1–3 chose for the rest.
+4. partial (top 2 layers) and LoRA (r = 8): their rates, with what 1–3 chose for the rest
+   (again doubled while the largest wins).
 
 BERT's usual settings are taken, not searched (a 2-core CPU cannot afford every
 combination): AdamW, batches of 16, the linear schedule with 10 % warm-up, weight decay
@@ -82,6 +84,7 @@ class Search:
         self.table, self.train, self.val, self.seeds = table, train, val, list(seeds)
         self.runs: list[dict] = []
         self.done: dict[tuple, dict] = {}
+        self.progress_file: Path | None = None
 
     def run(self, stage: str, strategy: str, recipe: Recipe, budget: int = BUDGET) -> dict:
         """Every seed of one candidate; returns its summary (and keeps the runs). A
@@ -111,6 +114,8 @@ class Search:
               f"val {summary['mean']:.3f} ({', '.join(f'{a:.3f}' for a in accuracies)})",
               flush=True)
         self.done[key] = summary
+        if self.progress_file is not None:  # every finished candidate, for watching a long run
+            self.progress_file.write_text(json.dumps(self.runs) + "\n")
         return summary
 
     def best(self, stage: str, strategy: str, recipes: list[Recipe],
@@ -118,13 +123,28 @@ class Search:
         summaries = [self.run(stage, strategy, r, budget) for r in recipes]
         return max(summaries, key=lambda s: s["mean"])["recipe"]
 
+    def best_rate(self, stage: str, strategy: str, base: Recipe, rates: list[float],
+                  budget: int = BUDGET, most: int = 2) -> Recipe:
+        """The best of ``rates``; while the largest tried is the best, twice it too (at most
+        ``most`` more), so the choice is not just the edge of the range."""
+        rates = sorted(rates)
+        best = self.best(stage, strategy, [dataclasses.replace(base, lr=r) for r in rates],
+                         budget)
+        for _ in range(most):
+            if best.lr != rates[-1]:
+                break
+            rates.append(rates[-1] * 2)
+            best = self.best(stage, strategy, [dataclasses.replace(base, lr=r) for r in rates],
+                             budget)
+        return best
+
 
 def describe(recipe: Recipe) -> str:
     return (f"head {recipe.head}, lr {recipe.lr:g}, {recipe.epochs} ep, min {recipe.min_steps}"
             f" steps, {recipe.schedule}, wd {recipe.weight_decay:g}")
 
 
-def search(quick: bool) -> tuple[dict[str, Recipe], Search, dict]:
+def search(quick: bool, progress: str | None = None) -> tuple[dict[str, Recipe], Search, dict]:
     replace = dataclasses.replace
     text_model = load_text_model()
     train, val, _ = reviews_splits()  # the test split is not used below
@@ -132,6 +152,7 @@ def search(quick: bool) -> tuple[dict[str, Recipe], Search, dict]:
     val_sample = subsample(val, 100 if quick else VAL_SIZE, seed=0)
     table = EmbeddingTable(text_model, train_pool.x, val_sample.x)
     s = Search(table, train_pool, val_sample, range(1 if quick else 2))
+    s.progress_file = Path(progress) if progress else None
     budget = 16 if quick else BUDGET
 
     base = Recipe(lr=3e-5)
@@ -139,7 +160,7 @@ def search(quick: bool) -> tuple[dict[str, Recipe], Search, dict]:
     if quick:
         rates, base = [5e-5], replace(base, epochs=1)
     # 1. full: the encoder's rate (fresh head), then the probe's head at the best rate
-    full = s.best("1 rate", "full", [replace(base, lr=lr) for lr in rates], budget)
+    full = s.best_rate("1 rate", "full", base, rates, budget, most=0 if quick else 2)
     full = s.best("1 head", "full", [full, replace(full, head="probe")], budget)
     # 2. full: epochs
     epochs = [full.epochs] if quick else [3, 4, 6]
@@ -153,10 +174,10 @@ def search(quick: bool) -> tuple[dict[str, Recipe], Search, dict]:
     full = replace(full, min_steps=max(scores, key=lambda m: np.mean(scores[m])))
     # 4. partial and LoRA: their rates (the rest as chosen for full)
     partial_rates = [1e-4] if quick else [1e-4, 3e-4]
-    partial = s.best("4 partial rate", "partial", [replace(full, lr=lr) for lr in partial_rates],
-                     budget)
+    more = 0 if quick else 2
+    partial = s.best_rate("4 partial rate", "partial", full, partial_rates, budget, more)
     lora_rates = [1e-3] if quick else [1e-3, 3e-3]
-    lora = s.best("4 LoRA rate", "lora", [replace(full, lr=lr) for lr in lora_rates], budget)
+    lora = s.best_rate("4 LoRA rate", "lora", full, lora_rates, budget, more)
     data = {"train_pool": len(train_pool), "val_snippets": len(val_sample),
             "budget": budget, "seeds": s.seeds,
             "val_texts_fingerprint": _texts_fingerprint(val_sample.x)}
@@ -182,6 +203,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--quick", action="store_true",
                         help="a tiny search that checks the script runs (not a choice)")
+    parser.add_argument("--progress", help="a file rewritten with every run so far")
     parser.add_argument("--check", action="store_true",
                         help="only compare transferkit.text_finetune.RECIPES with the record")
     args = parser.parse_args(argv)
@@ -195,7 +217,7 @@ def main(argv: list[str]) -> int:
 
     started = time.perf_counter()
     record = {"provenance": provenance(argv)}
-    chosen, s, data = search(args.quick)
+    chosen, s, data = search(args.quick, args.progress)
     record.update(data=data, minutes=round((time.perf_counter() - started) / 60, 1),
                   chosen={name: dataclasses.asdict(r) for name, r in chosen.items()},
                   fingerprints={name: r.fingerprint() for name, r in chosen.items()},
