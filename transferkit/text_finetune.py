@@ -213,9 +213,9 @@ class Recipe:
 # every configuration tried: transferkit/assets/text_recipe.json; a test checks that these
 # are the ones it chose).
 RECIPES: dict[str, Recipe] = {
-    "full": Recipe(lr=3e-5),
-    "partial": Recipe(lr=1e-4),
-    "lora": Recipe(lr=1e-3),
+    "full": Recipe(lr=1e-4, min_steps=50),
+    "partial": Recipe(lr=1e-4, min_steps=50),
+    "lora": Recipe(lr=3e-3, min_steps=50),
 }
 
 
