@@ -130,3 +130,24 @@ def test_search_table_compares_each_candidate_with_its_stages_best_paired():
     assert rows[0]["against the stage's best"] == "the stage's best"
     assert rows[1]["against the stage's best"].startswith("-0.500 [")
     assert "lr 0.0001" in rows[1]["settings"] and rows[1]["seeds"] == 2
+
+
+def test_a_live_slice_of_the_lesson_agrees_with_the_stored_grid(monkeypatch, tmp_path):
+    """What lesson 07 runs live is the stored grid's run of the same budget and seed (same
+    pool, draws and recipe): a slice of it, on 300 of the test snippets, agrees paired."""
+    from transferkit.experiments import label_budget_study
+    from transferkit.text import load_text_model
+    from transferkit.text_methods import EmbeddingTable, subsample
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    stored = load_grid()
+    pool, _, test_all = text_grid.grid_splits()
+    test = subsample(test_all, 300, seed=0)
+    table = EmbeddingTable(load_text_model(device="cpu"), test.x)
+    methods = text_grid.grid_methods(table, trained=("full",))
+    rows = label_budget_study(methods, (pool, None, test), budgets=(8,), seeds=(0, 1),
+                              progress=False)
+    records = agreement(rows, stored, test)
+    assert {r["method"] for r in records} == set(methods)
+    disagree = [(r["method"], r["budget"], r["gap"]) for r in records if not r["agrees"]]
+    assert not disagree, f"live runs differ from the stored grid: {disagree}"

@@ -331,7 +331,7 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
     since each point predicts ``data``); ``drift_on=texts`` measures
     how far the encoder's vectors of those texts moved (`encoder_drift`). The rows of
     a study get ``trainable_params``, ``train_seconds`` (training only),
-    ``predict_seconds_per_1000`` (timed on up to 256 of its training texts: a prediction
+    ``predict_seconds_per_1000`` (timed on up to 128 of its training texts: a prediction
     runs the whole transformer), ``steps``, ``recipe`` (its fingerprint) and, when asked,
     ``feature_drift`` and ``curve``.
     """
@@ -367,7 +367,7 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
         def predict_labels(texts: list[str]) -> torch.Tensor:
             return predict_texts(trained, token_ids(tokenizer, texts, max_length=max_length),
                                  pad)
-        timed = list(train.x[:256])  # what predicting costs: the trained model on texts
+        timed = list(train.x[:128])  # what predicting costs: the trained model on texts
         start = time.perf_counter()
         predict_labels(timed)
         per_1000 = (time.perf_counter() - start) * 1000 / len(timed)

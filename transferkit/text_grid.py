@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import Data
+from .experiments import data_fingerprint
 from .stats import compare_methods
 from .text_data import reviews_splits
 from .text_finetune import recipe_for, transformer_method
@@ -179,10 +180,11 @@ def load_grid(path: str | Path = GRID_FILE, *, check: bool = True) -> StoredGrid
 
 
 def on_texts(rows: Sequence[Mapping[str, Any]], texts: Sequence[str],
-             all_texts: Sequence[str]) -> list[dict[str, Any]]:
+             all_texts: Sequence[str], fingerprint: str | None = None) -> list[dict[str, Any]]:
     """The stored ``rows`` restricted to the test snippets ``texts`` (a subset of
     ``all_texts``, the stored test set, in any order): ``test_correct`` and
-    ``test_accuracy`` recomputed on them, in ``texts``' order."""
+    ``test_accuracy`` recomputed on them, in ``texts``' order, and ``test_fingerprint``
+    the one given (that of the live test set these texts are), or none."""
     where = {t: i for i, t in enumerate(all_texts)}
     missing = [t for t in texts if t not in where]
     if missing:
@@ -193,7 +195,8 @@ def on_texts(rows: Sequence[Mapping[str, Any]], texts: Sequence[str],
     for row in rows:
         correct = tuple(row["test_correct"][i] for i in index)
         restricted.append({**row, "test_correct": correct, "n_test": len(correct),
-                           "test_accuracy": sum(correct) / len(correct)})
+                           "test_accuracy": sum(correct) / len(correct),
+                           "test_fingerprint": fingerprint})
     return restricted
 
 
@@ -208,7 +211,7 @@ def agreement(live_rows: Sequence[Mapping[str, Any]], stored: StoredGrid,
     """
     texts = list(live_test.x)
     stored_rows = on_texts([r for r in stored.rows if "test_correct" in r], texts,
-                           stored.test_texts)
+                           stored.test_texts, data_fingerprint(live_test))
     records = []
     for method in dict.fromkeys(r["method"] for r in live_rows):
         live = [{**r, "method": "live"} for r in live_rows if r["method"] == method]
