@@ -230,27 +230,30 @@ def recipe_search(path: str | Path = RECIPE_FILE) -> dict[str, Any]:
 
 
 def search_table(record: dict[str, Any], level: float = 0.95) -> list[dict[str, Any]]:
-    """The validation evidence of a stored search, one row per candidate: its stage,
-    strategy, labels per class, settings, mean validation accuracy over the seeds, and
-    its gap to the best candidate of its stage and budget, paired by seed and snippet
-    (`transferkit.stats.compare_per_item`), with the interval."""
+    """The validation evidence of a stored search, one row per candidate of every stage: its
+    strategy, labels per class, settings, mean validation accuracy over the seeds, and its
+    gap to the stage's best, paired by seed and snippet (`transferkit.stats.compare_per_item`),
+    with the interval. A stage starts from the best of the stages before it (for the same
+    strategy and budget), which is listed in it again."""
     by_candidate: dict[tuple, list[dict[str, Any]]] = {}
     for run in record["runs"]:
         key = (run["stage"], run["strategy"], run["budget"], run["fingerprint"])
         by_candidate.setdefault(key, []).append(run)
-    rows = []
-    for stage, budget in dict.fromkeys(key[:3:2] for key in by_candidate):
-        candidates = {key: runs for key, runs in by_candidate.items()
-                      if key[0] == stage and key[2] == budget}
+    rows, leader = [], {}  # (strategy, budget) -> the best candidate of the stages so far
+    for stage, strategy, budget in dict.fromkeys(key[:3] for key in by_candidate):
+        # a stage starts from the best so far (run in an earlier stage: not run again)
+        keys = [leader[strategy, budget]] if (strategy, budget) in leader else []
+        keys += [key for key in by_candidate if key[:3] == (stage, strategy, budget)]
         scored = {}
-        for key, runs in candidates.items():
-            runs = sorted(runs, key=lambda r: r["seed"])
+        for key in keys:
+            runs = sorted(by_candidate[key], key=lambda r: r["seed"])
             scored[key] = (runs, np.array([[c == "1" for c in r["val_correct"]] for r in runs],
                                           dtype=float))
-        best = max(scored, key=lambda key: scored[key][1].mean())
+        best = max(scored, key=lambda key: scored[key][1].mean())  # ties: the one met first
+        leader[strategy, budget] = best
         for key, (runs, correct) in scored.items():
             recipe = runs[0]["recipe"]
-            row = {"stage": stage, "strategy": key[1], "labels per class": key[2],
+            row = {"stage": stage, "strategy": strategy, "labels per class": budget,
                    "settings": _settings_text(recipe), "seeds": len(runs),
                    "validation accuracy": f"{correct.mean():.3f}"}
             if key == best:
