@@ -421,3 +421,12 @@ def test_encoding_on_the_gpu_matches_the_cpu(minilm):
     on_cpu = encode(minilm, texts, cache=False)
     gpu = load_text_model(device="cuda")
     assert torch.allclose(encode(gpu, texts, cache=False), on_cpu, atol=1e-4)
+
+
+def test_no_compute_kernels_from_the_hub(minilm):
+    """transformers 5 turns on the Hub's compute kernels by default: code fetched when the
+    model first trains on a GPU. The course loads none (offline, and no remote code)."""
+    assert not getattr(minilm.model, "use_kernels", False)
+    minilm.model.train()  # switching modes would fetch them; it must not
+    minilm.model.eval()
+    assert not getattr(minilm.model, "use_kernels", False)

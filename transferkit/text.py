@@ -114,7 +114,8 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
     folder named like it included), the safetensors headers and the tokenizer's
     vocabulary for every model; after loading, that the weights are finite
     (`check_loaded`). Weights come through ``transformers.AutoModel`` from safetensors
-    files only, never with remote code. ``device``: where the model goes (default
+    files only, never with remote code, and without the Hub's compute kernels
+    (``use_kernels=False``: they would be downloaded code). ``device``: where the model goes (default
     `pick_device`). A check that fails raises `ModelIntegrityError`.
 
     Returns a `TextModel`: ``model, tokenizer = load_text_model()``.
@@ -122,7 +123,7 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
     folder, expected, display = resolve_model(name)
     files = check_folder(folder, expected, os.fspath(name))
     try:  # function-level: transformers is heavy (seconds to import); only text needs it
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer, PreTrainedModel
         from transformers.utils import logging as hf_logging
     except ModuleNotFoundError:
         raise ModelUnavailableError("loading a text model needs the transformers library: "
@@ -130,9 +131,13 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in every lesson
+    # No compute kernels from the Hugging Face Hub either: code downloaded when the model
+    # first trains on a GPU, a network call, and another model than the one checked here.
+    no_hub_kernels = ({"use_kernels": False} if hasattr(PreTrainedModel, "set_use_kernels")
+                      else {})  # transformers 5: on by default
     try:
         model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                          local_files_only=True)
+                                          local_files_only=True, **no_hub_kernels)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
                                                   local_files_only=True)
     except Exception as err:  # a file transformers cannot read: many kinds of error
