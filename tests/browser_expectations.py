@@ -383,7 +383,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             press_button(
                 "train",
                 watch=readout_beside("layers copied (n)"),
-                expect=r"target test accuracy \d\.\d{3} \(the study: mean \d\.\d{3}, spread",
+                expect=r"target test accuracy \d\.\d{3} \(the study: mean \d\.\d{3} over \d+ seeds",
             ),
         ),
     ),

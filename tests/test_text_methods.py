@@ -430,7 +430,8 @@ def test_recipe_settings_are_checked_and_fingerprinted():
         with pytest.raises(ValueError, match=match):
             recipe_for("full", **bad)
     # epochs, or more of them to make min_steps: 16 labels in batches of 16 is 1 step/epoch
-    assert recipe_for("full", epochs=4).steps_for(16) == 4
+    assert recipe_for("full", epochs=4, min_steps=0).steps_for(16) == 4
+    assert recipe_for("full", epochs=4).steps_for(16) == full.min_steps  # the recipe's floor
     assert recipe_for("full", epochs=4, min_steps=10).steps_for(16) == 10
     assert recipe_for("full", epochs=4, min_steps=10).steps_for(160) == 40
 
@@ -468,8 +469,8 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
 
     text_finetune.fit = spy
     try:
-        method = transformer_method(table, "full", epochs=2, batch_size=8, curve=(data, 4),
-                                    drift_on=data.x[:10])
+        method = transformer_method(table, "full", epochs=2, batch_size=8, min_steps=0,
+                                    curve=(data, 4), drift_on=data.x[:10])
         predictor = method(data, None, 0)
     finally:
         text_finetune.fit = real_fit

@@ -115,8 +115,8 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
     vocabulary for every model; after loading, that the weights are finite
     (`check_loaded`). Weights come through ``transformers.AutoModel`` from safetensors
     files only, never with remote code, and without the Hub's compute kernels
-    (``use_kernels=False``: they would be downloaded code). ``device``: where the model goes (default
-    `pick_device`). A check that fails raises `ModelIntegrityError`.
+    (``use_kernels=False``: they would be downloaded code). ``device``: where the model goes
+    (default `pick_device`). A check that fails raises `ModelIntegrityError`.
 
     Returns a `TextModel`: ``model, tokenizer = load_text_model()``.
     """
