@@ -45,6 +45,27 @@ def test_study_rows_cover_every_method_budget_and_seed(splits, nearest_class_mea
     assert all(r["seconds"] >= 0 for r in rows)
 
 
+def test_a_study_frees_each_model_before_the_next_run_trains(splits, nearest_class_mean):
+    """A fine-tuned transformer is 0.2 GB with its gradients: two alive at once took
+    lesson 07's kernel over its memory budget."""
+    import gc
+    import weakref
+
+    earlier = []
+
+    def remembering(train, val, seed):
+        gc.collect()
+        alive = [ref() for ref in earlier if ref() is not None]
+        assert not alive, "the previous run's model is still alive while this one trains"
+        model = nearest_class_mean(train, val, seed)
+        earlier.append(weakref.ref(model))
+        return model
+
+    ex.label_budget_study({"remembering": remembering}, splits, budgets=(1, 5), seeds=(0, 1),
+                          progress=False)
+    assert len(earlier) == 4
+
+
 def test_study_is_reproducible_for_a_seed(splits):
     method = ex.fit_method(linear, steps=20, lr=1e-2)
     kwargs = dict(budgets=(2, 10), seeds=(1,), progress=False)

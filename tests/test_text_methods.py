@@ -481,6 +481,8 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
     assert m["steps"] == 8 and [row["step"] for row in m["curve"]] == [0, 4, 8]
     assert all(0 <= row["accuracy"] <= 1 for row in m["curve"])
     assert m["feature_drift"] > 0 and m["recipe"] == method.recipe.fingerprint()
+    # the predictor keeps the trained model, not its gradients (a model's size again)
+    assert all(p.grad is None for p in predictor.model.parameters())
     untrained = text_finetune.encoder_drift(
         TextClassifier(copy.deepcopy(tiny.model), 2), table, data.x[:10])
     assert untrained == pytest.approx(0, abs=1e-6)

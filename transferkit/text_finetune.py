@@ -364,7 +364,8 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
                 schedule=linear(recipe.warmup) if recipe.schedule == "linear" else None,
                 shuffle=length_grouped((ids != pad).sum(1), recipe.batch_size),
                 callbacks=callbacks, progress=False, device=device)
-            del optimizer  # its moments (twice the trained parameters) go before predicting
+            optimizer.zero_grad(set_to_none=True)  # the gradients go before predicting,
+            del optimizer  # and its moments (twice the trained parameters)
         seconds = time.perf_counter() - start
 
         def predict_labels(texts: list[str]) -> torch.Tensor:
