@@ -74,6 +74,7 @@ def test_lab_dry_run_syncs_and_prints_the_address(tmp_path, capsys, monkeypatch)
 def test_jupyterlab_starts_with_kernels_that_wait_without_spinning(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.chdir(tmp_path)
     started = {}
 
@@ -86,13 +87,26 @@ def test_jupyterlab_starts_with_kernels_that_wait_without_spinning(tmp_path, mon
     with pytest.raises(SystemExit):
         cli.main(["lab", "--no-browser", "--lessons", str(ROOT / "lessons"),
                   "--workdir", str(tmp_path / "mine")])
-    assert "lab" in started["command"] and started["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "lab" in started["command"]
+    assert started["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert started["env"]["GOMP_SPINCOUNT"] == "3000"
 
 
 def test_your_own_openmp_setting_wins():
-    assert cli.kernel_environment({"PATH": "/bin"}) == {"PATH": "/bin",
-                                                        "OMP_WAIT_POLICY": "PASSIVE"}
+    assert cli.kernel_environment({"PATH": "/bin"}) == {
+        "PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
+    # either setting of yours means neither is added: libgomp's spin count would override
+    # an OMP_WAIT_POLICY=ACTIVE you chose
     assert cli.kernel_environment({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert cli.kernel_environment({"GOMP_SPINCOUNT": "0"}) == {"GOMP_SPINCOUNT": "0"}
+
+
+def _binder_start_env(**environ):
+    """What a process started by binder/start gets, from ``environ`` plus PATH."""
+    out = subprocess.run(["bash", str(ROOT / "binder" / "start"), "env"], check=True,
+                         capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"], **environ}).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def test_the_test_command_and_binder_give_kernels_the_same_environment():
@@ -101,8 +115,10 @@ def test_the_test_command_and_binder_give_kernels_the_same_environment():
     assert namespace["KERNEL_ENV"] == cli.KERNEL_ENV
     start = ROOT / "binder" / "start"
     assert os.access(start, os.X_OK) and start.read_text().rstrip().endswith('exec "$@"')
-    for name, value in cli.KERNEL_ENV.items():
-        assert f'export {name}="${{{name}:-{value}}}"' in start.read_text()
+    given = _binder_start_env()
+    assert {name: given.get(name) for name in cli.KERNEL_ENV} == cli.KERNEL_ENV
+    mine = _binder_start_env(OMP_WAIT_POLICY="ACTIVE")
+    assert mine["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in mine
 
 
 def test_lab_settings_go_into_the_environment_and_keep_other_overrides(tmp_path, monkeypatch):

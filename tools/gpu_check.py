@@ -161,7 +161,9 @@ def main(argv: list[str]) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     sys.path[:0] = paths
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `transferkit lab` gives kernels
+    from transferkit.cli import kernel_environment  # noqa: PLC0415
+
+    os.environ.update(kernel_environment(os.environ))  # as `transferkit lab` gives kernels
     if args.stand_in:
         os.environ.pop("TRANSFERKIT_DEVICE", None)
 

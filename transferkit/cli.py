@@ -10,7 +10,7 @@
   JupyterLab settings into the environment it runs in (`install_lab_settings`:
   no "get notified about news?" question, no update check), never into your
   own JupyterLab settings, and starts JupyterLab with `KERNEL_ENV`
-  (``OMP_WAIT_POLICY=PASSIVE`` unless you set it) for its kernels.
+  (OpenMP threads that spin only briefly while they wait, unless you set it) for its kernels.
 * ``transferkit student DEST`` — write the student versions of the lessons
   (each answer replaced by ``...``, checks kept) into DEST, as ``transferkit
   lab`` gives them, for an instructor to hand out (or a hub to give each
@@ -99,16 +99,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-# What JupyterLab, and so every kernel it starts, gets unless you set it yourself. OpenMP
+# What JupyterLab, and so every kernel it starts, gets unless you set either yourself. OpenMP
 # threads that spin while they wait for each other take the core from the thread with work
 # when other jobs keep the cores busy (a shared hub, Binder). Measured on the 2-core machine,
-# MiniLM full fine-tuning (16 steps of 8) on two threads: 4.0 s quiet, 11.8 s beside one busy
-# process; with PASSIVE 4.2 s and 7.0 s. course.py's test command and binder/start set the same.
-KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# 32 steps of MiniLM full fine-tuning (batches of 16) on two threads: quiet 6.6 s spinning
+# (libgomp's default), 7.9 s never spinning (PASSIVE), 7.2 s spinning 3,000 times first;
+# beside one busy process 50 s, 12.3 s and 13.1 s. GOMP_SPINCOUNT is libgomp's (PyPI's torch
+# on Linux); other OpenMP runtimes read OMP_WAIT_POLICY. course.py and binder/start do the same.
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 
 def kernel_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` with `KERNEL_ENV`'s settings added where ``environ`` has none."""
+    """``environ`` with `KERNEL_ENV`'s settings added, unless it sets one of them itself
+    (then it is yours: e.g. ``OMP_WAIT_POLICY=ACTIVE`` alone keeps libgomp spinning)."""
+    if KERNEL_ENV.keys() & environ.keys():
+        return dict(environ)
     return {**KERNEL_ENV, **environ}
 
 
