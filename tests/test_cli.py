@@ -121,6 +121,22 @@ def test_the_test_command_and_binder_give_kernels_the_same_environment():
     assert mine["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in mine
 
 
+def test_the_test_command_gives_kernels_the_same_environment_unless_you_set_one(monkeypatch):
+    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
+    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    started = []
+    namespace.update(ensure_venv=lambda extras: None, ensure_chromium=lambda: None,
+                     subprocess=type("Stub", (), {"call": staticmethod(
+                         lambda command, cwd, env: started.append(env) or 0)}))
+    for name in cli.KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert namespace["test"]([]) == 0
+    assert {name: started[-1].get(name) for name in cli.KERNEL_ENV} == cli.KERNEL_ENV
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    namespace["test"]([])
+    assert started[-1]["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in started[-1]
+
+
 def test_lab_settings_go_into_the_environment_and_keep_other_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
     path = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
