@@ -71,7 +71,7 @@ def test_lab_dry_run_syncs_and_prints_the_address(tmp_path, capsys, monkeypatch)
     assert overrides == cli.LAB_SETTINGS
 
 
-def test_jupyterlab_starts_with_kernels_that_wait_without_spinning(tmp_path, monkeypatch):
+def test_jupyterlab_starts_with_kernels_that_spin_only_briefly(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
@@ -101,6 +101,14 @@ def test_your_own_openmp_setting_wins():
     assert cli.kernel_environment({"GOMP_SPINCOUNT": "0"}) == {"GOMP_SPINCOUNT": "0"}
 
 
+def _course_namespace():
+    """course.py's names, read without running its command line (it cannot import transferkit:
+    it runs before the course's environment exists)."""
+    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
+    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    return namespace
+
+
 def _binder_start_env(**environ):
     """What a process started by binder/start gets, from ``environ`` plus PATH."""
     out = subprocess.run(["bash", str(ROOT / "binder" / "start"), "env"], check=True,
@@ -110,8 +118,7 @@ def _binder_start_env(**environ):
 
 
 def test_the_test_command_and_binder_give_kernels_the_same_environment():
-    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
-    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    namespace = _course_namespace()
     assert namespace["KERNEL_ENV"] == cli.KERNEL_ENV
     start = ROOT / "binder" / "start"
     assert os.access(start, os.X_OK) and start.read_text().rstrip().endswith('exec "$@"')
@@ -122,8 +129,7 @@ def test_the_test_command_and_binder_give_kernels_the_same_environment():
 
 
 def test_the_test_command_gives_kernels_the_same_environment_unless_you_set_one(monkeypatch):
-    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
-    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    namespace = _course_namespace()
     started = []
     namespace.update(ensure_venv=lambda extras: None, ensure_chromium=lambda: None,
                      subprocess=type("Stub", (), {"call": staticmethod(
