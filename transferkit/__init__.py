@@ -40,7 +40,7 @@ _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
     "gd", "heads", "layers", "lora", "magics", "metrics", "model_files", "models", "modes",
-    "optimizers", "plots", "schedules", "selection", "stats", "student", "text", "text_checks",
+    "optimizers", "plots", "schedules", "selection", "stats", "student", "tables", "text", "text_checks",
     "text_data", "text_finetune", "text_grid", "text_methods", "train", "transferability",
     "widgets", "workspace",
 }

@@ -33,7 +33,6 @@ prediction: a large weight says where information was read from, not that it mat
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch
 
 from .device import model_device
 from .modes import eval_mode
+from .tables import html_table
 from .text import TextModel
 from .text_data import check_texts
 
@@ -100,17 +100,9 @@ class TokenRows:
         return "\n".join(texts + lines)
 
     def _repr_html_(self) -> str:
-        def cell(value: str, tag: str = "td") -> str:
-            faint = " style='color:#999'" if value in ("[PAD]", "0") and tag == "td" else ""
-            return f"<{tag}{faint}>{html.escape(value)}</{tag}>"
-
-        head = "".join(cell(h, "th") for h in self._header())
-        body = "".join("<tr>" + "".join(cell(v) for v in line) + "</tr>"
-                       for line in self._cells())
-        caption = "; ".join(f"text {k + 1}: {html.escape(repr(t))}"
-                            for k, t in enumerate(self.texts))
-        return (f"<table class='transferkit-tokens'><caption>{caption}</caption>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        caption = "; ".join(f"text {k + 1}: {t!r}" for k, t in enumerate(self.texts))
+        return html_table(self._header(), self._cells(), caption=caption,
+                          css_class="transferkit-tokens", muted=("[PAD]", "0"))
 
     def __repr__(self) -> str:
         return f"TokenRows({len(self.texts)} texts, {self.length} positions)"

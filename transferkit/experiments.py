@@ -40,7 +40,6 @@ lesson must beat) and `fit_method` (wraps any network you build for `fit`)::
 from __future__ import annotations
 
 import hashlib
-import html
 import math
 import statistics
 import time
@@ -56,6 +55,7 @@ from .data import Data, few_labels
 from .device import seeded
 from .metrics import classification_metrics
 from .stats import compare_methods, describe, mean_interval
+from .tables import html_table
 from .train import epochs_for_steps, fit, predict
 
 Method = Callable[[Data, Data, int], Any]
@@ -391,14 +391,9 @@ def summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
 def summary_html(summary: Sequence[Mapping[str, Any]]) -> str:
     """The same table as `summary_table`, as HTML (``IPython.display.HTML(...)``)."""
     header, body = _table_cells(summary)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
-                   for line in body)
     n = "/".join(map(str, sorted({row["n"] for row in summary})))
-    caption = html.escape(f"{summary[0]['metric'].replace('_', ' ')}: {INTERVAL_NOTE} over "
-                          f"{n} seeds")
-    return (f"<table><caption style='caption-side:bottom'>{caption}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    caption = f"{summary[0]['metric'].replace('_', ' ')}: {INTERVAL_NOTE} over {n} seeds"
+    return html_table(header, body, caption=caption)
 
 
 class Verdicts(list):

@@ -29,7 +29,6 @@ The pitfalls this module rules out (each has a test):
 from __future__ import annotations
 
 import fnmatch
-import html
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from .layers import BATCHNORMS, NORMS, LayerGroup, layer_groups
+from .tables import html_table
 
 ULMFIT_DECAY = 2.6  # Howard & Ruder 2018: each group down from the head gets lr / 2.6
 BN_POLICIES = ("train", "freeze")
@@ -318,14 +318,8 @@ class TrainableReport:
         return str(self)
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in self._COLUMNS)
-        body = []
-        for i, line in enumerate(self._cells()):
-            style = " style='font-weight:bold'" if i == len(self.rows) else ""
-            body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(v)}</td>" for v in line)
-                        + "</tr>")
-        return (f"<table class='transferkit-report'><thead><tr>{head}</tr></thead>"
-                f"<tbody>{''.join(body)}</tbody></table>")
+        return html_table(self._COLUMNS, self._cells(), css_class="transferkit-report",
+                          bold_last_row=True)
 
 
 def trainable_report(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,

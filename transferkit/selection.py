@@ -23,7 +23,6 @@ A candidate is a study method, ``method(train, val, seed) -> model``, as in
 
 from __future__ import annotations
 
-import html
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from .data import Data
 from .experiments import Budget, Method, accuracy, label_budget_study, summarise
 from .stats import BEATS, CANNOT_TELL, LOSES, TIES, compare_methods
+from .tables import html_table
 
 COST_COLUMNS = ("seconds", "seconds_per_epoch", "trainable_params", "feature_drift")
 
@@ -174,20 +174,14 @@ def _verdict_cell(board: Sequence[Mapping[str, Any]], method: str, other: str,
 
 
 def rows_html(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain HTML table of dict rows (the keys of the first row are the columns)."""
+    """A plain HTML table of dict rows (the keys of the first row are the columns;
+    floats with three decimals)."""
     if not rows:
         return "<p>(no rows)</p>"
     columns = list(rows[0])
-    # Cells are separated by newlines so that the table's text reads as words.
-    head = "\n".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-
-    def cell(value: Any) -> str:
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return f"<td>{html.escape(text)}</td>"
-
-    body = "".join("\n<tr>" + "\n".join(cell(row.get(c, "")) for c in columns) + "</tr>"
-                   for row in rows)
-    return f"<table class='transferkit-table'><tr>{head}</tr>{body}</table>"
+    cells = [[f"{v:.3f}" if isinstance(v := row.get(c, ""), float) else str(v)
+              for c in columns] for row in rows]
+    return html_table([str(c) for c in columns], cells, css_class="transferkit-table")
 
 
 class TestSetAlreadyUsed(RuntimeError):
