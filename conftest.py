@@ -1,10 +1,16 @@
-"""Lesson runtime budgets, checked from nbval's own durations.
+"""The tests in tiers, and lesson runtime budgets checked from nbval's own durations.
 
-Every lesson must run top to bottom on a 2-core CPU within its budget (Binder
-learners have about that). While nbval runs the lessons, this plugin adds up
-the setup, call and teardown time of each lesson's cells, prints a table at
-the end of the run, and fails the run if a lesson or the whole course is over
-budget.
+**Tiers.** A test that executes a lesson is marked ``slow``: every cell nbval runs (the
+full lessons, in lessons/) and the browser test (the student versions in JupyterLab).
+`python3 course.py test` runs everything (the full tier, CI's); `python3 course.py test
+--fast`, like ``pytest -m "not slow"``, runs the library's tests alone, in a few minutes.
+A unit test that is slow for another reason can carry ``@pytest.mark.slow`` itself.
+
+**Budgets.** Every lesson must run top to bottom on a 2-core CPU within its budget
+(Binder learners have about that). While nbval runs the lessons, this plugin adds up the
+setup, call and teardown time of each lesson's cells, prints a table at the end of the
+run, and fails the run if a lesson or the whole course is over budget (the full tier
+measures the budgets; the fast tier runs no lesson, so it neither prints nor checks them).
 
 The budgets are seconds on the reference machine: the 2-core machine the course
 is developed on, at the speed it had when they were set (2026-11-23; it had the
@@ -125,6 +131,18 @@ def _over_budget() -> list[str]:
 def _lesson(item: pytest.Item | None) -> str | None:
     path = str(getattr(item, "path", "") or "")
     return Path(path).name if path.endswith(".ipynb") else None
+
+
+def executes_a_lesson(item: pytest.Item) -> bool:
+    """A cell nbval runs, or a browser test (which runs a whole lesson in JupyterLab)."""
+    return _lesson(item) is not None or item.get_closest_marker("browser") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that executes a lesson ``slow``: the fast tier leaves them out."""
+    for item in items:
+        if executes_a_lesson(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(hookwrapper=True)

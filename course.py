@@ -3,6 +3,7 @@
 
     python3 course.py lab     # JupyterLab on your copy of the lessons (my-lessons/)
     python3 course.py test    # unit tests, every lesson end to end, the browser test
+    python3 course.py test --fast   # the library's tests alone, in a few minutes
     python3 course.py bench   # benchmarks: fit against plain PyTorch, fine-tuning, a CNN, text
     python3 course.py gpu-check   # every lesson on this machine's GPU: device, seconds, errors
 
@@ -36,12 +37,22 @@ CHROMIUM = os.environ.get("TRANSFERKIT_CHROMIUM", "/usr/bin/chromium")
 # The kernels' environment, as `transferkit lab` sets it (transferkit.cli.KERNEL_ENV says why)
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
-# The test command: library tests, then nbval over every lesson (outputs of cells
-# marked NBVAL_CHECK_OUTPUT are compared), then the browser test, in one pytest run.
+# The test command, the full tier (CI runs it): library tests, then nbval over every lesson
+# (outputs of cells marked NBVAL_CHECK_OUTPUT are compared), then the browser test, in one
+# pytest run. Each lesson runs twice: in full under nbval, and as a learner's copy (the
+# student version) in the browser test.
 PYTEST_ARGS = [
     "-m", "pytest", "tests", "lessons",
     "--nbval-lax", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
     "--durations=0", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+]
+# `test --fast`, for everyday work: the library's tests alone. No lesson runs: the tests
+# marked slow (every lesson under nbval, the browser test; conftest.py marks them) are left
+# out, so neither a kernel nor Chromium starts.
+FAST = "--fast"
+FAST_PYTEST_ARGS = [
+    "-m", "pytest", "tests", "-m", "not slow",
+    "--durations=15", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
 ]
 
 
@@ -107,9 +118,14 @@ def lab(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
+    """Every test (the full tier), or with ``--fast`` the library's tests alone; the other
+    arguments go to pytest (a ``-m`` of yours replaces the fast tier's ``-m "not slow"``)."""
     ensure_venv({"test"})
-    ensure_chromium()
-    command = [PYTHON, *PYTEST_ARGS, *args]
+    fast = FAST in args
+    args = [arg for arg in args if arg != FAST]
+    if not fast:
+        ensure_chromium()
+    command = [PYTHON, *(FAST_PYTEST_ARGS if fast else PYTEST_ARGS), *args]
     say(" ".join(str(c) for c in command))
     env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", PYTHONDONTWRITEBYTECODE="1")
     if not KERNEL_ENV.keys() & env.keys():  # the lessons run under what `transferkit lab` gives

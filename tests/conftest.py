@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TRANSFERKIT_DEVICE", "cpu")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -14,6 +17,15 @@ def _seeded():
     from transferkit.device import seed_everything
 
     seed_everything(0)
+
+
+@pytest.fixture
+def course_script():
+    """course.py's names, read without running its command line (it cannot import
+    transferkit: it runs before the course's environment exists)."""
+    namespace = {"__name__": "course_under_test", "__file__": str(ROOT / "course.py")}
+    exec(compile((ROOT / "course.py").read_text(), "course.py", "exec"), namespace)
+    return namespace
 
 
 # --- lesson 05: a source task, a target task, and a CNN small enough to train in a test ---

@@ -16,7 +16,9 @@ skipped, except when ``$CI`` is set, where it fails. Playwright never downloads 
 here. ``$TRANSFERKIT_BROWSER_LESSONS`` points the test at another lessons folder (for
 developing the test itself).
 
-Run: ``python -m pytest tests/test_browser.py -v -s`` (or ``-m browser`` / ``-m "not browser"``)
+Run: ``python -m pytest tests/test_browser.py -v -s`` (or ``-m browser`` / ``-m "not browser"``).
+Every browser test is also ``slow`` (the root conftest.py marks it): ``python3 course.py test
+--fast`` leaves it out, the full ``python3 course.py test`` runs it.
 """
 
 from __future__ import annotations
