@@ -177,6 +177,34 @@ def test_frozen_statistics_survive_deepcopy():
     assert not torch.equal(model[1].running_mean, twin[1].running_mean)
 
 
+def test_a_model_with_frozen_statistics_saves_whole_and_loads_still_frozen(tmp_path):
+    """Naive: a method bound onto each BatchNorm (``types.MethodType``); pickle then
+    fails to load the whole model (``AttributeError: _stay_in_eval``)."""
+    model = bn_net()
+    freeze(model, [0], bn="freeze")
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    stats = {k: v for k, v in snapshot(loaded).items() if k.startswith("1.")}
+    loaded.train()
+    assert bn_stats_frozen(loaded[1]) and not loaded[1].training
+    assert loaded[4].training and not bn_stats_frozen(loaded[4])
+    loaded(torch.randn(8, 64))  # a batch in training mode moves only the unfrozen statistics
+    assert_identical(stats, loaded)
+    assert loaded[1].train.bn is loaded[1]  # held in eval mode: the loaded layer, not the old
+    unfreeze(loaded)
+    loaded.train()
+    assert loaded[1].training and not bn_stats_frozen(loaded[1])
+
+
+def test_freezing_statistics_leaves_the_architecture_and_its_cache_key_alone():
+    from transferkit.layers import architecture
+
+    model = bn_net()
+    before = architecture(model)
+    freeze(model, bn="freeze")
+    assert architecture(model) == before
+
+
 # --- 3. parameters unfrozen later are trained ------------------------------------------------
 
 

@@ -29,7 +29,6 @@ The pitfalls this module rules out (each has a test):
 from __future__ import annotations
 
 import fnmatch
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,16 +43,25 @@ ULMFIT_DECAY = 2.6  # Howard & Ruder 2018: each group down from the head gets lr
 BN_POLICIES = ("train", "freeze")
 
 
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    """Stands in for ``train`` on a BatchNorm whose statistics are frozen:
-    ``model.train()`` reaches this layer, and it stays in eval mode."""
-    return nn.Module.train(self, False)
+class _StayInEval:
+    """Stands in for ``bn.train`` on a BatchNorm whose statistics are frozen:
+    ``model.train()`` reaches this layer, and it stays in eval mode.
+
+    A small class rather than a method bound to ``bn``, because pickle can store
+    an instance of it: ``torch.save(model)`` of the whole model works, and the
+    loaded model's statistics are still frozen."""
+
+    def __init__(self, bn: nn.Module):
+        self.bn = bn
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self.bn, False)
 
 
 def freeze_bn_stats(bn: nn.Module) -> None:
     """Keep ``bn`` in eval mode (running statistics used, never updated), even
     through a later ``model.train()``. `unfreeze_bn_stats` undoes it."""
-    bn.train = types.MethodType(_stay_in_eval, bn)
+    bn.train = _StayInEval(bn)
     bn.training = False
 
 
@@ -65,7 +73,7 @@ def unfreeze_bn_stats(bn: nn.Module, training: bool = True) -> None:
 
 def bn_stats_frozen(bn: nn.Module) -> bool:
     """Whether `freeze_bn_stats` holds ``bn`` in eval mode."""
-    return "train" in vars(bn)
+    return isinstance(vars(bn).get("train"), _StayInEval)
 
 
 def _freeze_parameter(p: nn.Parameter) -> None:

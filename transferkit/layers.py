@@ -264,10 +264,10 @@ def architecture(model: nn.Module) -> str:
     that have no weights) compute different things; their weights cannot tell them
     apart, their architecture can. So caches of what a network computes
     (`transferkit.finetune.extract_features`, `transferkit.text.encode`) key on it as
-    well as on the weights. Not part of it: the train/eval mode, private attributes
-    (a leading ``_``; hooks live there), and methods patched onto a module (such as
-    `transferkit.freezing.freeze_bn_stats`'s); an object that is not a plain value
-    appears as its type's name only.
+    well as on the weights. Not part of it: the train/eval mode (``training``, and the
+    ``train`` that `transferkit.freezing.freeze_bn_stats` puts on a BatchNorm), private
+    attributes (a leading ``_``; hooks live there), and methods patched onto a module;
+    an object that is not a plain value appears as its type's name only.
 
     >>> print(architecture(nn.Sequential(nn.Linear(2, 3), nn.ReLU())))
     : torch.nn.modules.container.Sequential {}
@@ -277,7 +277,7 @@ def architecture(model: nn.Module) -> str:
     lines = []
     for name, module in model.named_modules(remove_duplicate=False):
         settings = {key: _setting(value) for key, value in sorted(vars(module).items())
-                    if not key.startswith("_") and key != "training"
+                    if not key.startswith("_") and key not in ("training", "train")
                     and not isinstance(value, types.MethodType)}
         kind = type(module)
         lines.append(f"{name}: {kind.__module__}.{kind.__qualname__} {settings}")
