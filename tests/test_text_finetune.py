@@ -82,10 +82,11 @@ def test_find_head_never_returns_the_pooler():
 def test_the_classifier_drops_the_unused_pooler_and_trims_padding():
     encoder = tiny_encoder()
     model = TextClassifier(encoder, 2).eval()
-    assert encoder.pooler is None
+    assert model.encoder.pooler is None
+    assert not any("pooler" in name for name, _ in model.named_parameters())
     ids, _ = toy_task(n=4)
     lengths = []
-    hook = encoder.register_forward_pre_hook(
+    hook = model.encoder.register_forward_pre_hook(
         lambda m, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
         with_kwargs=True)
     padded_more = torch.cat([ids, torch.zeros(4, 30, dtype=torch.long)], 1)
@@ -98,6 +99,21 @@ def test_the_classifier_drops_the_unused_pooler_and_trims_padding():
         model(ids.float())
     with pytest.raises(TypeError, match="BERT-family"):
         TextClassifier(torch.nn.Linear(3, 3), 2)
+
+
+def test_the_classifier_leaves_the_encoder_it_was_given_whole():
+    """Naive: ``encoder.pooler = None`` on the caller's model, whose pooler is then gone."""
+    encoder = tiny_encoder()
+    names = list(encoder.state_dict())
+    model = TextClassifier(encoder, 2)
+    assert isinstance(encoder.pooler, torch.nn.Module) and list(encoder.state_dict()) == names
+    ids, _ = toy_task(n=4)
+    assert encoder(input_ids=ids).pooler_output is not None
+    shared = model.encoder.encoder.layer[0].output.dense.weight
+    assert shared is encoder.encoder.layer[0].output.dense.weight  # its blocks, not a copy
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in encoder.parameters()) - sum(
+        p.numel() for p in encoder.pooler.parameters()) + 16 * 2 + 2
 
 
 def test_freezing_partial_and_discriminative_rates_on_bert():

@@ -14,7 +14,8 @@ for any `nn.Module`, not only for models this library built:
   (a Hugging Face BERT-family model): token ids in, class scores out, the token
   vectors averaged over the real tokens (`mean_pool`) in between. `transformer_body`
   finds such an encoder's embeddings and blocks, so `find_head` never mistakes
-  BERT's *pooler* (a pre-trained layer) for a head.
+  BERT's *pooler* (a pre-trained layer) for a head; `encoder_without_pooler`
+  gives the classifier the encoder without that unused layer, leaving yours whole.
 
 What to freeze, and at which learning rate to train the rest, is the business of
 `transferkit.layers` and `transferkit.freezing`.
@@ -23,6 +24,7 @@ What to freeze, and at which learning rate to train the rest, is the business of
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -141,6 +143,22 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 POOLINGS = ("mean", "cls")
 
 
+def encoder_without_pooler(encoder: nn.Module) -> nn.Module:
+    """``encoder`` without its pooler, and ``encoder`` itself left as it is.
+
+    Not a copy of the weights: a second module object whose parts are ``encoder``'s
+    (the same embeddings and blocks, the same parameter tensors, so training one
+    trains the other), with its own tables of parts, parameters, buffers and hooks,
+    in which the pooler is None.
+    """
+    shell = copy.copy(encoder)  # a new object; its attributes are encoder's
+    for name, value in vars(encoder).items():
+        if isinstance(value, (dict, set)):  # _modules, _parameters, hooks, …
+            vars(shell)[name] = copy.copy(value)
+    shell.pooler = None
+    return shell
+
+
 class TextClassifier(nn.Module):
     """A classification head on a pre-trained transformer encoder: token ids in, logits out.
 
@@ -158,9 +176,12 @@ class TextClassifier(nn.Module):
     4. applies the new head, ``Linear(hidden size, num_classes)``.
 
     BERT's pre-trained *pooler* (a dense layer on the first token) is not used, so
-    it is removed from ``encoder`` (``encoder.pooler = None``): otherwise its
-    parameters would count as trainable yet never learn. Layer groups
-    (`transferkit.layers.layer_groups`): the embeddings, each block, the head.
+    the classifier's encoder has none (``classifier.encoder.pooler is None``):
+    otherwise its parameters would count as trainable yet never learn. The encoder
+    you pass keeps its pooler; the classifier holds it without one
+    (`encoder_without_pooler`), sharing its embeddings and blocks, so training the
+    classifier trains them. Layer groups (`transferkit.layers.layer_groups`): the
+    embeddings, each block, the head.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", *,
@@ -176,7 +197,7 @@ class TextClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
         if getattr(encoder, "pooler", None) is not None:
-            encoder.pooler = None  # unused: its parameters would never learn
+            encoder = encoder_without_pooler(encoder)  # unused: it would never learn
         self.encoder, self.pooling = encoder, pooling
         self.pad_id = int(pad_id if pad_id is not None else config.pad_token_id or 0)
         weight = next(iter(encoder.parameters()))
@@ -299,5 +320,6 @@ def without_head(model: nn.Module, name: str | None = None) -> Iterator[nn.Modul
 
 
 
-__all__ = ["Classifier", "POOLINGS", "TextClassifier", "feature_size", "find_head", "mean_pool",
-           "replace_head", "submodule", "transformer_body", "without_head"]
+__all__ = ["Classifier", "POOLINGS", "TextClassifier", "encoder_without_pooler", "feature_size",
+           "find_head", "mean_pool", "replace_head", "submodule", "transformer_body",
+           "without_head"]
