@@ -347,8 +347,17 @@ def test_fit_method_trains_a_fresh_seeded_model(splits):
         ex.fit_method(make, epochs=3)
 
 
-def test_budget_label():
-    assert [ex.budget_label(b) for b in (1, 50, None)] == ["1", "50", "all"]
+def test_a_budget_is_written_one_way_in_a_table_cell_and_one_way_in_words():
+    from transferkit.data import budget_label, budget_words
+    from transferkit.stats import describe
+
+    assert [budget_label(b) for b in (1, 50, None)] == ["1", "50", "all"]
+    assert [budget_words(b) for b in (1, np.int64(3), None, "all")] == [
+        "1 label per class", "3 labels per class", "all labels", "all labels"]
+    record = {"method": "a", "baseline": "b", "seeds": 3, "items": 100, "gap": 0.1,
+              "low": 0.05, "high": 0.15, "verdict": "beats"}
+    assert describe({**record, "budget": 1}).startswith(f"a beats b at {budget_words(1)}:")
+    assert describe({**record, "budget": "all"}).startswith("a beats b with all labels:")
 
 
 def test_fit_method_does_not_reset_the_notebooks_random_numbers():

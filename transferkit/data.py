@@ -14,7 +14,8 @@ A dataset is a `Data`: two tensors ``x`` (inputs, floats in [0, 1]) and ``y``
 The helpers build the settings the course studies:
 
 * `few_labels` keeps k labelled examples per class (the scarce-label regime
-  pre-training is meant to help);
+  pre-training is meant to help): a *label budget* of k, which `budget_words`
+  writes as "k labels per class" (and None, every label, as "all labels");
 * `split_classes` makes a *source* task and a *target* task from disjoint
   classes (pre-train on one, fine-tune on the other);
 * `train_val_test_split` holds out a validation set for choices and a test
@@ -151,6 +152,23 @@ def few_labels(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 0) 
     index = torch.cat(chosen)
     index = index[torch.randperm(len(index), generator=generator)]
     return Data(x[index], y[index])
+
+
+# A *label budget* is the ``per_class`` of `few_labels`, or None for every training label.
+Budget = int | None
+
+
+def budget_label(budget: Budget) -> str:
+    """A budget as a table cell or slider label: ``"3"``, or ``"all"`` for None."""
+    return "all" if budget is None else str(budget)
+
+
+def budget_words(budget: Budget | str) -> str:
+    """A budget in words: ``"1 label per class"``, ``"3 labels per class"``, and
+    ``"all labels"`` for None (or ``"all"``, as tables and sliders write it)."""
+    if budget is None or budget == "all":
+        return "all labels"
+    return f"{budget} label{'' if budget == 1 else 's'} per class"
 
 
 def split_classes(

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Data, few_labels
+from .data import Budget, Data, budget_label, few_labels
 from .device import seeded
 from .metrics import classification_metrics
 from .stats import compare_methods, describe, mean_interval
@@ -60,25 +60,11 @@ from .train import epochs_for_steps, fit, predict
 
 Method = Callable[[Data, Data, int], Any]
 INTERVAL_NOTE = "mean ± half-width of its 95 % interval"
-Budget = int | None  # labels per class; None means every training label
-
 DEFAULT_BUDGETS: tuple[Budget, ...] = (1, 3, 5, 10, 50, None)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 
 # --- budgets -----------------------------------------------------------------------------
-
-
-def budget_label(budget: Budget) -> str:
-    """How a budget is written in tables and figures: ``"3"`` or ``"all"``."""
-    return "all" if budget is None else str(budget)
-
-
-def budget_words(budget: Budget) -> str:
-    """A budget in words: ``"1 label per class"``, ``"3 labels per class"``, ``"all labels"``."""
-    if budget is None:
-        return "all labels"
-    return f"{budget} label{'' if budget == 1 else 's'} per class"
 
 
 def check_budgets(budgets: Iterable[Budget], y: torch.Tensor) -> tuple[Budget, ...]:
@@ -431,7 +417,7 @@ def compare_to_baseline(rows: Sequence[Mapping[str, Any]], method: str, baseline
 
 __all__ = [
     "INTERVAL_NOTE", "correct", "mean_text", "predictions",
-    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "budget_label", "budget_words", "check_budgets",
+    "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "accuracy", "check_budgets",
     "Verdicts", "compare_to_baseline", "data_fingerprint", "epochs_for_steps", "fit_method",
     "label_budget_study", "logistic_regression", "predict_with", "summarise", "summary_html",
     "summary_table",

@@ -63,6 +63,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from .data import budget_words
+
 BEATS, LOSES, CANNOT_TELL, TIES = "beats", "loses to", "cannot tell apart", "ties with"
 WITHIN = CANNOT_TELL  # the name this verdict had before; kept for code that imports it
 ONE_SEED = "needs 2+ seeds to compare with"
@@ -470,11 +472,9 @@ def chance_note(records: Sequence[Mapping[str, Any]]) -> str:
 
 def _budget_phrase(budget: Any) -> str:
     """" at 5 labels per class", " with all labels", or "" when there is no budget."""
-    if budget is None or budget == "all":
-        return "" if budget is None else " with all labels"
-    plural = "" if budget == 1 else "s"
-    return f" at {budget} label{plural} per class" if isinstance(budget, (int, np.integer)) \
-        else f" at budget {budget}"
+    if budget is None or not (budget == "all" or isinstance(budget, (int, np.integer))):
+        return "" if budget is None else f" at budget {budget}"
+    return f" {'with' if budget == 'all' else 'at'} {budget_words(budget)}"
 
 
 def describe(record: Mapping[str, Any]) -> str:

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..experiments import budget_words
 from ..finetune import FineTuneResult
 from ..train import History
 
@@ -180,11 +179,6 @@ def as_labels(values, name: str) -> np.ndarray:
 def budgets_in(summary: Sequence[Mapping[str, object]]) -> list:
     """The label budgets of a summary, in the order they first appear."""
     return list(dict.fromkeys(row["budget"] for row in summary))
-
-
-def budget_name(budget) -> str:
-    """A budget in words: 5 → "5 labels per class", None → "all labels"."""
-    return budget_words(budget)
 
 
 def pick_budget(summary: Sequence[Mapping[str, object]], budget, what: str):

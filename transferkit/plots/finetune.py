@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .common import PALETTE, budget_name, budgets_in, check_summary, half_width, pick_budget
+from ..data import budget_words
+from .common import PALETTE, budgets_in, check_summary, half_width, pick_budget
 
 
 def shift_figure(
@@ -41,7 +42,7 @@ def shift_figure(
     missing = [m for m in inside if m not in shifted]
     if missing:
         raise ValueError(f"shifted_summary has no rows for {missing} at "
-                         f"{budget_name(chosen)}; summarise the same study's rows with "
+                         f"{budget_words(chosen)}; summarise the same study's rows with "
                          "metric='shifted_accuracy' (the study needs also_test={'shifted': ...}).")
     methods = list(inside)
     fig = go.Figure()
@@ -61,7 +62,7 @@ def shift_figure(
     fig.update_xaxes(title_text="method")
     fig.update_yaxes(title_text="accuracy (mean over seeds ± 95 % interval)", range=[0, 1.08])
     fig.update_layout(
-        title=title or f"accuracy in distribution and under shift, {budget_name(chosen)}",
+        title=title or f"accuracy in distribution and under shift, {budget_words(chosen)}",
         barmode="group", height=380, legend={"orientation": "h", "y": -0.25},
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )
@@ -88,11 +89,11 @@ def feature_drift_figure(drift_summary: Sequence[Mapping[str, object]], *,
         rows = {r["method"]: r for r in drift_summary if r["budget"] == budget}
         shown = [m for m in methods if m in rows]
         fig.add_trace(go.Bar(
-            x=shown, y=[rows[m]["mean"] for m in shown], name=budget_name(budget),
+            x=shown, y=[rows[m]["mean"] for m in shown], name=budget_words(budget),
             marker_color=PALETTE[i % len(PALETTE)],
             error_y={"type": "data", "array": [half_width(rows[m]) for m in shown]},
             customdata=[[rows[m]["n"], half_width(rows[m])] for m in shown],
-            hovertemplate=(f"%{{x}}, {budget_name(budget)}<br>drift %{{y:.3f}} ± "
+            hovertemplate=(f"%{{x}}, {budget_words(budget)}<br>drift %{{y:.3f}} ± "
                            "%{customdata[1]:.3f} (95 % interval) over %{customdata[0]} seeds"
                            "<extra></extra>"),
         ))
@@ -100,7 +101,7 @@ def feature_drift_figure(drift_summary: Sequence[Mapping[str, object]], *,
     fig.update_yaxes(title_text="‖F_after − F_before‖ / ‖F_before‖", rangemode="tozero")
     budgets = budgets_in(drift_summary)
     default = "how far fine-tuning moved the encoder's features" + (
-        f", {budget_name(budgets[0])}" if len(budgets) == 1 else "")
+        f", {budget_words(budgets[0])}" if len(budgets) == 1 else "")
     fig.update_layout(title=title or default,
                       barmode="group", height=380, showlegend=len(fig.data) > 1,
                       legend={"orientation": "h", "y": -0.25},

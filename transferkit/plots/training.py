@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..data import budget_label
 from .common import PALETTE, as_labels, half_width, rgba
 
 
@@ -166,7 +167,7 @@ def label_budget_figure(
             fillcolor=rgba(colour, 0.18), line={"width": 0}, hoverinfo="skip",
             showlegend=False, legendgroup=method, name=f"{method} spread",
         ))
-        labels = ["all" if r["budget"] is None else str(r["budget"]) for r in rows]
+        labels = [budget_label(r["budget"]) for r in rows]
         fig.add_trace(go.Scatter(
             x=xs, y=means, mode="lines+markers", name=method, legendgroup=method,
             line={"color": colour}, customdata=[[lab, r["n"]] for lab, r in zip(
@@ -176,8 +177,7 @@ def label_budget_figure(
         ))
     ticks = {}
     for row in summary:
-        ticks[row["per_class"]] = ("all" if row["budget"] is None
-                                   else str(row["budget"]))
+        ticks[row["per_class"]] = budget_label(row["budget"])
     metric = str(summary[0].get("metric", "accuracy")).replace("_", " ")
     fig.update_xaxes(type="log", title_text="labels per class (log scale)",
                      tickvals=list(ticks), ticktext=list(ticks.values()))

@@ -13,7 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from .common import PALETTE, as_image_array, budget_name, half_width, pick_budget, rgba
+from ..data import budget_words
+from .common import PALETTE, as_image_array, half_width, pick_budget, rgba
 
 
 def transferability_figure(
@@ -88,7 +89,7 @@ def transferability_figure(
                      tickvals=depths, ticktext=ticks, range=x_range)
     fig.update_yaxes(title_text="target test accuracy (mean ± 95 % interval over seeds)")
     fig.update_layout(
-        title=title or f"how transferable are the layers? {budget_name(chosen)}",
+        title=title or f"how transferable are the layers? {budget_words(chosen)}",
         height=420, legend={"orientation": "h", "y": -0.25},
         margin={"l": 70, "r": 20, "t": 60, "b": 60})
     return fig

@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 from torch import nn
 
 from .. import plots
-from ..data import few_labels
+from ..data import budget_label, budget_words, few_labels
 from ..device import seeded
-from ..experiments import budget_label, budget_words, check_budgets
+from ..experiments import check_budgets
 from ..finetune import (
     STRATEGIES,
     FineTuneResult,

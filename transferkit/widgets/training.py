@@ -9,10 +9,10 @@ import plotly.graph_objects as go
 from torch import nn
 
 from .. import plots
-from ..data import few_labels
+from ..data import budget_label, budget_words, few_labels
 from ..device import seeded
-from ..experiments import budget_label, budget_words, check_budgets, epochs_for_steps
-from ..train import fit
+from ..experiments import check_budgets
+from ..train import epochs_for_steps, fit
 from .common import Panel, guarded, show_in
 
 

@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 from torch import nn
 
 from .. import plots
-from ..data import few_labels
-from ..experiments import budget_label, budget_words, check_budgets
+from ..data import budget_label, budget_words, few_labels
+from ..experiments import check_budgets
 from ..finetune import layer_groups
 from ..stats import compare_methods
 from ..stats import describe as describe_record
