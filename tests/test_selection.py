@@ -248,12 +248,22 @@ def test_guide_gives_two_way_intervals_for_both_comparisons(splits, nearest_clas
                "linear_probe": always(3)}
     board = leaderboard(search(methods, splits.train, splits.val, budget=5, seeds=(0, 1, 2),
                                progress=False))
-    [row] = guide({"digits": board})
+    [row] = guide({"digits": board}, baseline="scratch", probe="linear_probe")
     assert row["best on validation"] == "full"
     assert row["cannot tell apart from it"] == "scratch"
     assert row["pre-training vs scratch"].startswith("cannot tell (+0.003, 95 % interval [")
     assert row["feature extraction vs best"].startswith("behind (-")
     assert "95 % interval" in row["feature extraction vs best"]
+    # named "scratch" and "linear_probe", but not told so: no comparison columns
+    assert len(guide({"digits": board})[0]) == 4
+
+
+def test_guide_knows_no_candidate_by_name_until_told(board):
+    [plain] = guide({"digits": board})  # no baseline or probe named: the race's columns only
+    assert list(plain) == ["setting", "best on validation", "cannot tell apart from it",
+                           "pick (cheapest of those)"]
+    with pytest.raises(KeyError, match=r"baseline='scratch' is not a candidate .*'top'"):
+        guide({"digits": board}, baseline="scratch")  # a name that is not on the board
 
 
 def test_comparisons_give_one_record_per_other_candidate(board):

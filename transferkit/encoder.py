@@ -207,7 +207,8 @@ def latest_encoder(path: str | Path) -> Path:
     versions = encoder_versions(path)
     if not versions:
         raise FileNotFoundError(f"no encoder saved at {path} (nor a numbered version of it). "
-                                "Run lesson 03 to pre-train and save one.")
+                                "Pre-train one and save it there first: save_encoder(model, "
+                                "path, versioned=True).")
     return versions[-1]
 
 

@@ -27,8 +27,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .data import Data
-from .experiments import Budget, Method, accuracy, label_budget_study, summarise
+from .data import Budget, Data
+from .experiments import Method, accuracy, label_budget_study, summarise
 from .stats import BEATS, CANNOT_TELL, LOSES, TIES, compare_methods
 from .tables import html_table
 
@@ -129,21 +129,27 @@ def recommend(board: Sequence[Mapping[str, Any]], cost: str = "seconds") -> str:
     return min(entries, key=lambda e: e[cost])["method"]
 
 
-def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = "scratch",
-          probe: str = "linear_probe", not_pretrained: Sequence[str] = ("logistic",),
+def guide(boards: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str | None = None,
+          probe: str | None = None, not_pretrained: Sequence[str] = (),
           cost: str = "seconds") -> list[dict[str, str]]:
     """A decision guide from measured leaderboards, one row per setting.
 
     ``boards``: setting (e.g. "same style, 3 labels per class") → its
     `leaderboard`. Each row says which candidate won on validation, which ones
-    validation cannot tell apart from it (`tied_with`), the cheapest of those
-    (the pick), whether the best pre-trained candidate beat ``baseline`` (training
-    from scratch), and how far feature extraction (``probe``) fell behind the
-    winner; both comparisons are paired by seed and by validation image, with the
-    gap and its 95 % interval (`transferkit.stats.compare_methods`). Candidates in
-    ``not_pretrained`` (e.g. logistic regression) take part in the race but are not
-    counted as pre-trained.
+    validation cannot tell apart from it (`tied_with`), and the cheapest of those
+    by ``cost`` (the pick). Name your candidates to get two more columns: with
+    ``baseline`` (the one trained from scratch, e.g. "scratch"), whether the best
+    pre-trained candidate beat it; with ``probe`` (feature extraction, e.g.
+    "linear_probe"), how far it fell behind the winner. Both are paired by seed
+    and by validation image, with the gap and its 95 % interval
+    (`transferkit.stats.compare_methods`). Candidates in ``not_pretrained`` (e.g.
+    logistic regression) take part in the race but are not counted as pre-trained.
     """
+    named = {e["method"] for board in boards.values() for e in board}
+    for role, name in (("baseline", baseline), ("probe", probe)):
+        if name is not None and name not in named:
+            raise KeyError(f"{role}={name!r} is not a candidate on any leaderboard; they have "
+                           f"{sorted(named)}.")
     rows = []
     for setting, board in boards.items():
         by_name = {e["method"]: e for e in board}
