@@ -14,7 +14,7 @@ from torch import nn
 from transferkit import plots, widgets
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.experiments import summarise
-from transferkit.finetune import Classifier
+from transferkit.heads import Classifier
 from transferkit.train import evaluate
 
 # --- figures --------------------------------------------------------------------------
@@ -144,9 +144,9 @@ def lab(encoder, splits, **options):
 def report_tables(html_text, with_lr=False):
     """Per stage: its title and its rows as {group: (trainable, batchnorm or lr)}."""
     stages = []
-    for title, table in re.findall(r"<b>(.*?)</b>(<table.*?</table>)", html_text):
+    for title, table in re.findall(r"<b>(.*?)</b>(<table.*?</table>)", html_text, re.S):
         rows = {}
-        for cells in re.findall(r"<tr>(.*?)</tr>", table):
+        for cells in re.findall(r"<tr>(.*?)</tr>", table, re.S):
             cell = re.findall(r"<td>(.*?)</td>", cells)
             if cell and cell[0] != "total":
                 rows[cell[0]] = (cell[3], cell[4]) if not with_lr else (cell[3], cell[5])

@@ -16,7 +16,6 @@ from transferkit import efficientnet_lite
 from transferkit.efficientnet_lite import (
     SHA256,
     TFLitePreprocess,
-    WeightsHashError,
     map_state_dict,
     read_weights,
     weights_file,
@@ -39,6 +38,7 @@ from transferkit.imagenet import (
     thumbnails,
     top_label,
 )
+from transferkit.integrity import IntegrityError, sha256_file
 from transferkit.models import backbone, cached_weights_path, imagenet_categories, weights_enum
 from transferkit.stats import compare_methods
 
@@ -139,7 +139,7 @@ def test_image_tensor_reads_every_kind_of_image(tmp_path):
 def test_lite0_weights_file_is_found_in_the_package_and_hash_checked():
     path = weights_file()
     assert path.is_file() and path.name == "efficientnet-lite0-57934424.pth"
-    assert efficientnet_lite.sha256(path) == SHA256
+    assert sha256_file(path) == SHA256
 
 
 def test_a_changed_weights_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
@@ -152,11 +152,11 @@ def test_a_changed_weights_file_is_refused_before_it_is_read(tmp_path, monkeypat
         raise AssertionError("torch.load was called on a file whose hash does not match")
 
     monkeypatch.setattr(torch, "load", never)
-    with pytest.raises(WeightsHashError) as caught:
+    with pytest.raises(IntegrityError) as caught:
         read_weights(copy)
     message = str(caught.value)
     assert str(copy) in message and SHA256 in message
-    assert efficientnet_lite.sha256(copy) in message
+    assert sha256_file(copy) in message
 
 
 def test_every_tensor_of_the_file_maps_onto_timms_network_in_order():

@@ -15,10 +15,10 @@ import transformers  # a dependency: missing, the tests fail
 
 from transferkit import text
 from transferkit.heads import TextClassifier, mean_pool
+from transferkit.integrity import IntegrityError, sha256_file
 from transferkit.metrics import classification_metrics
 from transferkit.text import (
     MINILM,
-    ModelIntegrityError,
     ModelUnavailableError,
     TextModel,
     check_tokenizer,
@@ -30,7 +30,7 @@ from transferkit.text import (
     zero_shot,
     zero_shot_scores,
 )
-from transferkit.text_data import majority_accuracy, reviews_splits, sha256_file
+from transferkit.text_data import majority_accuracy, reviews_splits
 
 MINILM_FOLDER = Path(minilm_package.get_model_path())
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -128,7 +128,7 @@ def test_a_tampered_copy_never_loads(offline_cache, damage):
     else:  # a different, valid model under the same name
         save_tiny(snapshot.parent / "other")
         shutil.move(snapshot.parent / "other" / "model.safetensors", weights)
-    with pytest.raises(ModelIntegrityError, match="model.safetensors has SHA-256.*Refusing"):
+    with pytest.raises(IntegrityError, match="model.safetensors has SHA-256.*Refusing"):
         load_text_model(MINILM.hub_id, device="cpu")
 
 
@@ -146,7 +146,7 @@ def test_a_folder_named_like_the_pinned_model_is_checked_as_the_pinned_model(tmp
     impostor = tmp_path / "sentence-transformers" / "all-MiniLM-L6-v2"
     save_tiny(impostor)
     for name in (MINILM.hub_id, str(impostor), "./sentence-transformers/all-MiniLM-L6-v2/"):
-        with pytest.raises(ModelIntegrityError, match="SHA-256.*named like the pinned model"):
+        with pytest.raises(IntegrityError, match="SHA-256.*named like the pinned model"):
             load_text_model(name, device="cpu")
     shutil.rmtree(impostor)
     impostor.mkdir()
@@ -155,7 +155,7 @@ def test_a_folder_named_like_the_pinned_model_is_checked_as_the_pinned_model(tmp
     assert loaded.folder == Path(MINILM.hub_id) and loaded.name == MINILM.name
     assert loaded.sha256 == MINILM.sha256["model.safetensors"]
     (impostor / "added_tokens.json").write_text('{"[WOW]": 30522}')  # read by transformers
-    with pytest.raises(ModelIntegrityError, match="also holds added_tokens.json.*not its folder"):
+    with pytest.raises(IntegrityError, match="also holds added_tokens.json.*not its folder"):
         load_text_model(MINILM.hub_id, device="cpu")
 
 
@@ -177,33 +177,33 @@ def test_your_own_folder_is_checked_for_what_can_be_checked(tmp_path):
     good = weights.read_bytes()
     # flipped bytes that make a weight NaN: refused, naming the tensor
     write_value(weights, "encoder.layer.1.output.dense.weight", b"\xff\xff\xff\x7f")
-    with pytest.raises(ModelIntegrityError, match="layer.1.output.dense.weight holds 1 NaN"):
+    with pytest.raises(IntegrityError, match="layer.1.output.dense.weight holds 1 NaN"):
         load_text_model(str(folder), device="cpu")
     # a weight so large that the vectors overflow, though every weight is finite
     write_value(weights, "encoder.layer.1.output.dense.weight", b"\xff\xff\x7f\x7f" * 4)
-    with pytest.raises(ModelIntegrityError, match="vectors for a one-word text are not"):
+    with pytest.raises(IntegrityError, match="vectors for a one-word text are not"):
         load_text_model(str(folder), device="cpu")
     # truncated, or with bytes added: the header no longer fits the file
     weights.write_bytes(good[:-100])
-    with pytest.raises(ModelIntegrityError, match="not a complete safetensors file.*truncated"):
+    with pytest.raises(IntegrityError, match="not a complete safetensors file.*truncated"):
         load_text_model(str(folder), device="cpu")
     weights.write_bytes(good + b"\0" * 8)
-    with pytest.raises(ModelIntegrityError, match="bytes added"):
+    with pytest.raises(IntegrityError, match="bytes added"):
         load_text_model(str(folder), device="cpu")
     weights.write_bytes(good)
     (folder / "adapter_config.json").write_text("{}")  # weights from elsewhere, on top
-    with pytest.raises(ModelIntegrityError, match="adapter"):
+    with pytest.raises(IntegrityError, match="adapter"):
         load_text_model(str(folder), device="cpu")
     (folder / "adapter_config.json").unlink()
     # no tokenizer files: transformers would build a 5-token tokenizer without a word
     for name in TOKENIZER_FILES:
         (folder / name).unlink()
-    with pytest.raises(ModelIntegrityError, match="no tokenizer vocabulary"):
+    with pytest.raises(IntegrityError, match="no tokenizer vocabulary"):
         load_text_model(str(folder), device="cpu")
 
 
 def test_verify_files_names_a_missing_file(tmp_path):
-    with pytest.raises(ModelIntegrityError, match="config.json is missing"):
+    with pytest.raises(IntegrityError, match="config.json is missing"):
         verify_files(tmp_path, {"config.json": "0" * 64})
 
 

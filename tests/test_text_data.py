@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from transferkit.data import few_labels, train_val_test_split
+from transferkit.integrity import IntegrityError
 from transferkit.text_data import (
     REVIEW_CLASSES,
     REVIEWS_COUNT,
     REVIEWS_FILE,
-    AssetCorruptedError,
     Texts,
     check_texts,
     distinct_texts,
@@ -120,13 +120,13 @@ def test_an_altered_or_truncated_file_is_refused(tmp_path):
     raw = lzma.decompress(REVIEWS_FILE.read_bytes())
     altered = tmp_path / "altered.tsv.xz"
     altered.write_bytes(lzma.compress(raw.replace(b"fresh\t", b"rotten\t", 1)))
-    with pytest.raises(AssetCorruptedError, match="altered"):
+    with pytest.raises(IntegrityError, match="altered"):
         load_reviews(altered)
     truncated = tmp_path / "truncated.tsv.xz"
     truncated.write_bytes(REVIEWS_FILE.read_bytes()[:-100])
-    with pytest.raises(AssetCorruptedError, match="damaged"):
+    with pytest.raises(IntegrityError, match="damaged"):
         load_reviews(truncated)
-    with pytest.raises(AssetCorruptedError, match="missing"):
+    with pytest.raises(IntegrityError, match="missing"):
         load_reviews(tmp_path / "nothing.tsv.xz")
 
 

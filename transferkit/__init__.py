@@ -21,7 +21,8 @@ model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
 foundations        ``device``, ``distributed`` (what ``fit`` does under ``torchrun``),
                    ``modes``, ``data``, ``gd``, ``schedules``, ``stats`` (paired comparisons),
                    ``text_data`` (the review snippets), ``metrics`` (accuracy, per-class
-                   recall, macro-F1)
+                   recall, macro-F1), ``integrity`` (file hashes checked or refused,
+                   weight fingerprints, a tensor cache)
 =================  ==========================================================================
 
 The core (everything below the course) never imports plotly or ipywidgets.
@@ -39,10 +40,10 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
-    "gd", "heads", "layers", "lora", "magics", "metrics", "model_files", "models", "modes",
-    "optimizers", "plots", "schedules", "selection", "stats", "student", "tables", "text", "text_checks",
-    "text_data", "text_finetune", "text_grid", "text_methods", "train", "transferability",
-    "widgets", "workspace",
+    "gd", "heads", "integrity", "layers", "lora", "magics", "metrics", "model_files", "models",
+    "modes", "optimizers", "plots", "schedules", "selection", "stats", "student", "tables",
+    "text", "text_checks", "text_data", "text_finetune", "text_grid", "text_methods", "train",
+    "transferability", "widgets", "workspace",
 }
 
 

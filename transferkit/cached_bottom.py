@@ -34,62 +34,30 @@ it; `bottom_cache_info` says how full it is and how often it was hit.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .freezing import freeze_to
 from .heads import TextClassifier, mean_pool, transformer_body
+from .integrity import TensorCache, module_tensors, tensors_digest
 from .modes import eval_mode
 
 BOTTOM_CACHE_BYTES = 512 * 2**20  # read on every store: lower it to keep less
 
-
-@dataclass
-class _RowCache:
-    """Bottom outputs, one ``(length, hidden)`` tensor per row, least recently used first."""
-
-    rows: OrderedDict
-    nbytes: int = 0
-    hits: int = 0
-    misses: int = 0
-
-    def get(self, key: tuple) -> torch.Tensor | None:
-        found = self.rows.get(key)
-        if found is not None:
-            self.rows.move_to_end(key)
-        return found
-
-    def put(self, key: tuple, value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
-        if size > BOTTOM_CACHE_BYTES:
-            return  # larger than the whole cache: used once, not kept
-        old = self.rows.pop(key, None)
-        if old is not None:
-            self.nbytes -= old.numel() * old.element_size()
-        self.rows[key] = value
-        self.nbytes += size
-        while self.nbytes > BOTTOM_CACHE_BYTES:
-            _, dropped = self.rows.popitem(last=False)
-            self.nbytes -= dropped.numel() * dropped.element_size()
-
-
-_CACHE = _RowCache(OrderedDict())
+# Bottom outputs, one ``(length, hidden)`` tensor per row, keyed by (fingerprint, token ids)
+_CACHE = TensorCache()
 
 
 def clear_bottom_cache() -> None:
     """Forget every cached bottom output (and the hit and miss counts)."""
-    _CACHE.rows.clear()
-    _CACHE.nbytes = _CACHE.hits = _CACHE.misses = 0
+    _CACHE.clear()
 
 
 def bottom_cache_info() -> dict[str, int]:
     """How full the shared cache is: ``rows``, ``bytes``, ``limit`` (BOTTOM_CACHE_BYTES),
     and how many rows were found (``hits``) or computed (``misses``) since it was cleared."""
-    return {"rows": len(_CACHE.rows), "bytes": _CACHE.nbytes, "limit": BOTTOM_CACHE_BYTES,
+    return {"rows": len(_CACHE), "bytes": _CACHE.nbytes, "limit": BOTTOM_CACHE_BYTES,
             "hits": _CACHE.hits, "misses": _CACHE.misses}
 
 
@@ -152,7 +120,7 @@ class CachedBottomClassifier(nn.Module):
 
     def _bottom_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [(f"{i}.{name}", t) for i, module in enumerate(self.bottom_modules())
-                for name, t in (*module.named_parameters(), *module.named_buffers())]
+                for name, t in module_tensors(module)]
 
     def bottom_fingerprint(self) -> str:
         """A digest of the bottom's weights and buffers and of ``k``: the cache's key.
@@ -165,12 +133,8 @@ class CachedBottomClassifier(nn.Module):
         tensors = self._bottom_tensors()
         versions = tuple((id(t), t.data_ptr(), t._version, t.device) for _, t in tensors)
         if self._fingerprint is None or self._fingerprint[0] != versions:
-            digest = hashlib.blake2b(f"k={self.k}|{self.n_layers}".encode(), digest_size=20)
-            for name, t in tensors:
-                t = t.detach().cpu().contiguous()
-                digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._fingerprint = (versions, digest.hexdigest())
+            digest = tensors_digest(tensors, salt=f"k={self.k}|{self.n_layers}")
+            self._fingerprint = (versions, digest)
         return self._fingerprint[1]
 
     # --- the forward pass ------------------------------------------------------------------
@@ -206,15 +170,17 @@ class CachedBottomClassifier(nn.Module):
         fingerprint = self.bottom_fingerprint()
         flat = ids.cpu().numpy()
         keys = [(fingerprint, flat[i, :n].tobytes()) for i, n in enumerate(lengths)]
-        found = [_CACHE.get(key) for key in keys]
-        missing = {keys[i]: i for i, f in enumerate(found) if f is None}  # a text once
-        _CACHE.hits += sum(f is not None for f in found)
-        _CACHE.misses += len(missing)
+        found, missing = [], {}  # missing: key -> a row that has it (a text is run once)
+        for i, key in enumerate(keys):
+            row = None if key in missing else _CACHE.get(key)  # a hit, or one miss per text
+            if row is None:
+                missing.setdefault(key, i)
+            found.append(row)
         if missing:
             computed = self._run_bottom([ids[i, :lengths[i]] for i in missing.values()])
             fresh = dict(zip(missing, computed, strict=True))
             for key, out in fresh.items():
-                _CACHE.put(key, out)
+                _CACHE.put(key, out, BOTTOM_CACHE_BYTES)  # one larger than it: used, not kept
             found = [fresh[key] if f is None else f for key, f in zip(keys, found, strict=True)]
         # padding positions get zero vectors: the mask keeps them out of every result
         first = found[0]

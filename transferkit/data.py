@@ -27,7 +27,6 @@ The helpers build the settings the course studies:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -481,13 +480,3 @@ def check_labels(y: torch.Tensor | np.ndarray | Sequence[int], name: str = "y") 
         f"{', …' if len(gaps) > 3 else ''}). "
         f"Number the classes 0 … {len(present) - 1} (e.g. y = torch.unique(y, "
         "return_inverse=True)[1]).")
-
-
-def sha256_file(path: str | Path, chunk: int = 2**20) -> str:
-    """The SHA-256 of a file's bytes, read a megabyte at a time (hex digits): how the
-    course checks that a shipped or installed data or weights file is the one it expects."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

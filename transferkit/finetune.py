@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +53,7 @@ from .freezing import (
     unfreeze_bn_stats,
 )
 from .heads import Classifier, feature_size, find_head, replace_head, without_head
+from .integrity import TensorCache, module_tensors, tensors_digest
 from .layers import LayerGroup, architecture, layer_groups
 from .modes import eval_mode
 from .optimizers import OPTIMIZERS, fused_optimizer, untrained_parameters
@@ -67,22 +66,17 @@ STRATEGIES = ("scratch", "linear_probe", "full", "partial", "gradual", "discrimi
 # --- 6. features of a frozen backbone -------------------------------------------------------
 
 FEATURE_CACHE_BYTES = 512 * 2**20
-_FEATURE_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
+_FEATURE_CACHE = TensorCache()
 
 
 def feature_key(backbone: nn.Module, x: torch.Tensor) -> str:
-    """The feature cache's key: a digest (BLAKE2b) of everything that decides what
-    ``backbone(x)`` computes: its architecture (`transferkit.layers.architecture`: every
-    layer's class and settings, so two networks with the same weights but another
-    activation or pooling differ), every parameter and buffer by name (buffers
-    left out of the ``state_dict`` too), and the bytes of ``x``."""
-    digest = hashlib.blake2b(architecture(backbone).encode(), digest_size=16)
-    named = [*backbone.named_parameters(), *backbone.named_buffers(), ("(inputs)", x)]
-    for name, t in named:
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    """The feature cache's key: a digest (`transferkit.integrity.tensors_digest`) of
+    everything that decides what ``backbone(x)`` computes: its architecture
+    (`transferkit.layers.architecture`: every layer's class and settings, so two networks
+    with the same weights but another activation or pooling differ), every parameter and
+    buffer by name (buffers left out of the ``state_dict`` too), and the bytes of ``x``."""
+    return tensors_digest([*module_tensors(backbone), ("(inputs)", x)],
+                          salt=architecture(backbone))
 
 
 def clear_feature_cache() -> None:
@@ -108,18 +102,15 @@ def extract_features(backbone: nn.Module, x: torch.Tensor, *, batch_size: int = 
     key = None
     if cache:
         key = feature_key(backbone, x)
-        if key in _FEATURE_CACHE:
-            _FEATURE_CACHE.move_to_end(key)
-            return _FEATURE_CACHE[key].clone()
+        found = _FEATURE_CACHE.get(key)
+        if found is not None:
+            return found.clone()  # the caller's copy: the cache keeps its own
     device = model_device(backbone)
     with eval_mode(backbone), torch.no_grad():
         parts = [backbone(x[i:i + batch_size].to(device)).flatten(1).float().cpu()
                  for i in range(0, len(x), batch_size)]
     features = torch.cat(parts)
-    if key is not None and features.numel() * 4 <= FEATURE_CACHE_BYTES:
-        _FEATURE_CACHE[key] = features
-        while sum(f.numel() * 4 for f in _FEATURE_CACHE.values()) > FEATURE_CACHE_BYTES:
-            _FEATURE_CACHE.popitem(last=False)
+    if key is not None and _FEATURE_CACHE.put(key, features, FEATURE_CACHE_BYTES):
         return features.clone()
     return features
 

@@ -276,7 +276,19 @@ def find_head(model: nn.Module) -> str:
     return linears[-1]
 
 
-def _setsubmodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` where ``model``'s submodule called ``name`` (dotted, e.g.
+    ``"classifier.1"`` or ``"encoder.layer.0.attention.self.query"``) was: the one way
+    the library swaps a layer (a head, a LoRA layer, a stem).
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 2)))
+    >>> set_submodule(net, "1.1", nn.Identity())
+    >>> net[1]
+    Sequential(
+      (0): ReLU()
+      (1): Identity()
+    )
+    """
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
@@ -302,7 +314,7 @@ def replace_head(model: nn.Module, num_classes: int, *, name: str | None = None)
                          "give the head's name with name='...' or replace it by hand.")
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     new = new.to(device=old.weight.device, dtype=old.weight.dtype)
-    _setsubmodule(model, name, new)
+    set_submodule(model, name, new)
     return new
 
 
@@ -312,14 +324,14 @@ def without_head(model: nn.Module, name: str | None = None) -> Iterator[nn.Modul
     model outputs the features the head would see. The head is put back after."""
     name = find_head(model) if name is None else name
     head = model.get_submodule(name)
-    _setsubmodule(model, name, nn.Identity())
+    set_submodule(model, name, nn.Identity())
     try:
         yield model
     finally:
-        _setsubmodule(model, name, head)
+        set_submodule(model, name, head)
 
 
 
 __all__ = ["Classifier", "POOLINGS", "TextClassifier", "encoder_without_pooler", "feature_size",
-           "find_head", "mean_pool", "replace_head", "submodule", "transformer_body",
-           "without_head"]
+           "find_head", "mean_pool", "replace_head", "set_submodule", "submodule",
+           "transformer_body", "without_head"]

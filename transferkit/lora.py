@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .freezing import freeze, unfreeze
-from .heads import find_head
+from .heads import find_head, set_submodule
 
 
 class LoRALinear(nn.Module):
@@ -158,10 +158,8 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16,
                          "LoRA adapts the pre-trained layers, not the new head.")
     freeze(model, bn="freeze")
     for name in chosen:
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, LoRALinear(getattr(owner, child), r=r, alpha=alpha,
-                                         dropout=dropout))
+        set_submodule(model, name, LoRALinear(model.get_submodule(name), r=r, alpha=alpha,
+                                              dropout=dropout))
     if head is not None and train_head:
         unfreeze(model, head)
     return model

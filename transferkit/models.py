@@ -67,7 +67,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .heads import find_head, replace_head
+from .heads import find_head, replace_head, set_submodule
 
 LITE = "efficientnet_lite0"  # timm's architecture, weights from an installed package
 FAMILIES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
@@ -271,8 +271,7 @@ def _set_in_channels(model: nn.Module, in_channels: int) -> list[str]:
             new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
             if old.bias is not None:
                 new.bias.copy_(old.bias)
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    set_submodule(model, name, new)
     kept = "RGB filters summed" if in_channels == 1 else "untrained"
     return [f"{name}: {old} -> {new} ({kept})"]
 

@@ -58,13 +58,13 @@ from tqdm.auto import tqdm
 from .data import check_finite
 from .device import model_device, pick_device
 from .heads import POOLINGS, mean_pool
+from .integrity import IntegrityError, module_tensors, sha256_file, tensors_digest
 from .layers import architecture
 from .model_files import (  # noqa: F401  (re-exported: the names a text model comes with)
     DEFAULT_MODEL,
     HUB_FILES,
     MINILM,
     TEXT_MODELS,
-    ModelIntegrityError,
     ModelUnavailableError,
     PretrainedText,
     check_folder,
@@ -73,7 +73,7 @@ from .model_files import (  # noqa: F401  (re-exported: the names a text model c
     verify_files,
 )
 from .modes import eval_mode
-from .text_data import check_texts, sha256_file
+from .text_data import check_texts
 
 # --- loading, verified (`transferkit.model_files` says what is checked) -------------------
 
@@ -116,7 +116,8 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
     (`check_loaded`). Weights come through ``transformers.AutoModel`` from safetensors
     files only, never with remote code, and without the Hub's compute kernels
     (``use_kernels=False``: they would be downloaded code). ``device``: where the model goes
-    (default `pick_device`). A check that fails raises `ModelIntegrityError`.
+    (default `pick_device`). A check that fails raises
+    `transferkit.integrity.IntegrityError`.
 
     Returns a `TextModel`: ``model, tokenizer = load_text_model()``.
     """
@@ -141,8 +142,8 @@ def load_text_model(name: str | Path = DEFAULT_MODEL, device: str | torch.device
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
                                                   local_files_only=True)
     except Exception as err:  # a file transformers cannot read: many kinds of error
-        raise ModelIntegrityError(f"{folder} could not be loaded ({type(err).__name__}: "
-                                  f"{(str(err).splitlines() or [''])[0]}).") from None
+        raise IntegrityError(f"{folder} could not be loaded ({type(err).__name__}: "
+                             f"{(str(err).splitlines() or [''])[0]}).") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
@@ -255,21 +256,17 @@ def default_cache_dir() -> Path:
 
 
 def weights_fingerprint(model: nn.Module) -> str:
-    """A digest (BLAKE2b) of everything that decides the model's vectors: its architecture
-    (`transferkit.layers.architecture`) and every parameter and buffer, by name. Any
-    changed number changes it (after fine-tuning, and after a write through ``p.data``,
-    which no version counter sees), so no cache returns another model's vectors. Hashing
-    MiniLM's 90 MB takes a fraction of a second, and it is done on every call rather than
-    remembered (but for the length of one `zero_shot_scores` call, which encodes twice with
-    nothing in between that could change a weight)."""
+    """A digest (`transferkit.integrity.tensors_digest`) of everything that decides the
+    model's vectors: its architecture (`transferkit.layers.architecture`) and every
+    parameter and buffer, by name. Any changed number changes it (after fine-tuning, and
+    after a write through ``p.data``, which no version counter sees), so no cache returns
+    another model's vectors. Hashing MiniLM's 90 MB takes a fraction of a second, and it
+    is done on every call rather than remembered (but for the length of one
+    `zero_shot_scores` call, which encodes twice with nothing in between that could
+    change a weight)."""
     if id(model) in _HELD:
         return _HELD[id(model)]
-    digest = hashlib.blake2b(architecture(model).encode(), digest_size=20)
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return tensors_digest(module_tensors(model), salt=architecture(model))
 
 
 _HELD: dict[int, str] = {}  # id(model) -> its fingerprint, inside `_fingerprint_held` only

@@ -27,14 +27,14 @@ Two facts about the data matter for every experiment:
   with case and punctuation folded (`normalized`).
 
 Every load checks the SHA-256 of the text against `REVIEWS_SHA256`: a damaged or
-altered file is refused, never silently used. `check_texts` is the gate every text
-function passes: it turns empty, non-string and mismatched inputs into one clear
-error instead of a traceback from deep inside a tokenizer.
+altered file is refused (`transferkit.integrity.IntegrityError`), never silently
+used. `check_texts` is the gate every text function passes: it turns empty,
+non-string and mismatched inputs into one clear error instead of a traceback from
+deep inside a tokenizer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import re
 import unicodedata
@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Data, Splits, sha256_file, train_val_test_split
+from .data import Data, Splits, train_val_test_split
+from .integrity import IntegrityError, verify_sha256
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 REVIEWS_FILE = ASSETS / "reviews.tsv.xz"
@@ -54,10 +55,6 @@ REVIEWS_SHA256 = "4984c82d67c04d29a5be57fc8d49d07fbfbfc22dc97d72ab8c0da0602866c4
 REVIEWS_COUNT = 12_749  # the file holds 12,752; 3 near-duplicates are left out (distinct_texts)
 REVIEW_CLASSES = ("rotten", "fresh")  # label 0, label 1
 REVIEWS_SPLIT_SEED = 0  # the course's one fixed split: its test part never changes
-
-
-class AssetCorruptedError(RuntimeError):
-    """A file shipped with transferkit does not have the content recorded for it."""
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
@@ -201,20 +198,16 @@ def _read_reviews(path: Path) -> str:
     try:
         raw = lzma.decompress(path.read_bytes())
     except FileNotFoundError:
-        raise AssetCorruptedError(
+        raise IntegrityError(
             f"{path} is missing: transferkit was installed without its data files. "
             "Reinstall it (pip install --force-reinstall transferkit, or pip install -e . "
             "from the course folder).") from None
     except lzma.LZMAError as err:
-        raise AssetCorruptedError(f"{path} is damaged (not a complete xz file: {err}). "
-                                  "Reinstall transferkit, or rebuild it with "
-                                  "tools/build_reviews.py.") from None
-    found = hashlib.sha256(raw).hexdigest()
-    if found != REVIEWS_SHA256:
-        raise AssetCorruptedError(
-            f"{path} has been altered: its text has SHA-256 {found}, but transferkit "
-            f"records {REVIEWS_SHA256}. Refusing to use it; reinstall transferkit or "
-            "rebuild the file with tools/build_reviews.py.")
+        raise IntegrityError(f"{path} is damaged (not a complete xz file: {err}). "
+                             "Reinstall transferkit, or rebuild it with "
+                             "tools/build_reviews.py.") from None
+    verify_sha256(path, REVIEWS_SHA256, content=raw, fix="Reinstall transferkit, or rebuild "
+                  "the file with tools/build_reviews.py.")
     return raw.decode("utf-8")
 
 
@@ -235,7 +228,7 @@ def load_reviews(path: str | Path | None = None) -> Data:
     """
     lines = _read_reviews(Path(path) if path is not None else REVIEWS_FILE).splitlines()
     if lines[0] != "label\ttext":
-        raise AssetCorruptedError(f"unexpected header {lines[0]!r} in the reviews file.")
+        raise IntegrityError(f"unexpected header {lines[0]!r} in the reviews file.")
     labels, texts = zip(*(line.split("\t", 1) for line in lines[1:]), strict=True)
     index = {name: i for i, name in enumerate(REVIEW_CLASSES)}
     return distinct_texts(text_data(texts, [index[label] for label in labels], REVIEW_CLASSES))
@@ -274,8 +267,7 @@ def majority_accuracy(y: Any) -> float:
 
 
 __all__ = [
-    "ASSETS", "AssetCorruptedError", "REVIEWS_COUNT", "REVIEWS_FILE", "REVIEWS_SHA256",
-    "REVIEWS_SPLIT_SEED", "REVIEW_CLASSES", "Texts", "check_texts", "distinct_texts",
-    "load_reviews", "majority_accuracy", "normalized", "reviews_splits", "sha256_file",
-    "text_data",
+    "ASSETS", "REVIEWS_COUNT", "REVIEWS_FILE", "REVIEWS_SHA256", "REVIEWS_SPLIT_SEED",
+    "REVIEW_CLASSES", "Texts", "check_texts", "distinct_texts", "load_reviews",
+    "majority_accuracy", "normalized", "reviews_splits", "text_data",
 ]
