@@ -59,6 +59,28 @@ def test_exact_pins_are_the_same_everywhere(env_file):
     assert not [p for p in pins if p not in specs], f"{env_file} must pin {pins} exactly"
 
 
+def floors(specs: list[str]) -> dict[str, str]:
+    """{name: oldest version} of the specs that set one ("torch>=2.4", "pytorch >=2.4 cpu*")."""
+    found = {}
+    for spec in specs:
+        match = re.match(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][^ ,;]*)", spec)
+        if match:
+            found[match[1].lower()] = match[2]
+    return found
+
+
+@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
+def test_the_floors_are_the_same_everywhere(env_file):
+    """The oldest supported version of each runtime dependency is the same in
+    pyproject.toml and both environment files (a conda user gets what pip users get)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {CONDA_NAMES.get(name, name).lower(): version
+              for name, version in floors(project["dependencies"]).items()}
+    assert "transformers" in wanted and "scipy" in wanted
+    have = floors(conda_specs(ROOT / env_file))
+    assert {name: have.get(name) for name in wanted} == wanted
+
+
 def test_the_wheel_carries_the_data_files():
     """Every file in transferkit/assets matches a package-data pattern, so it is in the wheel."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]

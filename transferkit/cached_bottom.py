@@ -62,10 +62,13 @@ def bottom_cache_info() -> dict[str, int]:
 
 
 def _bidirectional_mask(config, hidden: torch.Tensor, mask: torch.Tensor):
+    """The attention mask BERT builds from ``mask`` (1 = real token) for its blocks
+    (transformers ≥ 5.0). Positional: its second argument is ``input_embeds`` in 5.0
+    and ``inputs_embeds`` later."""
     # function-level: transformers is heavy, and any model wrapped here has loaded it already
     from transformers.masking_utils import create_bidirectional_mask
 
-    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask)
+    return create_bidirectional_mask(config, hidden, mask)
 
 
 class CachedBottomClassifier(nn.Module):
@@ -154,7 +157,7 @@ class CachedBottomClassifier(nn.Module):
             hidden = encoder.embeddings(input_ids=ids)
             attention = _bidirectional_mask(encoder.config, hidden, mask.long())
             for block in encoder.encoder.layer[:self.n_layers - self.k]:
-                hidden = block(hidden, attention)
+                hidden = block(hidden, attention_mask=attention)
             return [hidden[i, :len(row)].clone() for i, row in enumerate(rows)]
 
     def bottom_outputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,7 +206,7 @@ class CachedBottomClassifier(nn.Module):
         hidden, mask = self.bottom_outputs(ids)
         attention = _bidirectional_mask(self.classifier.encoder.config, hidden, mask.long())
         for block in self.top_modules():
-            hidden = block(hidden, attention)
+            hidden = block(hidden, attention_mask=attention)
         pooled = mean_pool(hidden, mask) if self.classifier.pooling == "mean" else hidden[:, 0]
         return self.classifier.head(pooled)
 
