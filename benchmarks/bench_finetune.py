@@ -49,7 +49,8 @@ from torch import nn
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import pick_device, seed_everything
 from transferkit.finetune import Classifier, clear_feature_cache, fine_tune
-from transferkit.train import _autocast, fit
+from transferkit.precision import MixedPrecision
+from transferkit.train import fit
 
 TARGET = 1.05
 WIDTHS = (64, 512, 512, 256)
@@ -68,23 +69,18 @@ def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
     """The loop a PyTorch tutorial writes: randperm, slice, forward, backward, step; with
     ``amp`` (CUDA), the tutorial's mixed precision in the dtype `fit` picks."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    autocast, scaler = _autocast(x.device, amp)
+    precision = MixedPrecision(amp)
     generator = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
-            with autocast():
+            with precision.autocast():
                 loss = F.cross_entropy(model(x[idx]).float(), y[idx])
             opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            precision.backward(loss)
+            precision.step(opt)
 
 
 def table(title: str, times: dict[str, list[float]], base: str) -> None:

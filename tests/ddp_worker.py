@@ -19,7 +19,8 @@ from transferkit.checkpoint import save_checkpoint
 from transferkit.data import load_digits
 from transferkit.device import seed_everything
 from transferkit.distributed import current
-from transferkit.finetune import fine_tune, freeze
+from transferkit.finetune import fine_tune
+from transferkit.freezing import freeze
 from transferkit.lora import add_lora
 from transferkit.train import fit
 

@@ -6,19 +6,12 @@ import torch
 from torch import nn
 
 from transferkit import plots
+from transferkit.callbacks import Callback, EarlyStopping, FitState, History
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import model_device
+from transferkit.modes import eval_mode
 from transferkit.optimizers import OPTIMIZERS, fused_optimizer
-from transferkit.train import (
-    Callback,
-    EarlyStopping,
-    FitState,
-    History,
-    eval_mode,
-    evaluate,
-    fit,
-    predict,
-)
+from transferkit.train import evaluate, fit, predict
 
 
 def mlp(hidden=32):
@@ -354,9 +347,66 @@ def test_the_device_of_a_model_made_of_buffers_is_where_its_buffers_are():
     assert model_device(nn.ReLU()).type == "cpu"
 
 
-def test_live_plot_is_a_callback_now_and_the_old_flag_says_so(splits):
-    with pytest.raises(ValueError, match=r"callbacks=\[transferkit.widgets.LivePlot\(\)\]"):
+def test_live_plot_is_a_callback_not_a_flag(splits):
+    with pytest.raises(TypeError, match="live_plot"):
         fit(mlp(), splits.train, epochs=1, progress=False, live_plot=True)
+
+
+class _Events(Callback):
+    """Writes down every event fit calls (every ``on_…`` hook it looks up), with the
+    step and epoch it sees then."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __getattribute__(self, name):
+        if name.startswith("on_"):
+            return lambda state: self.seen.append((name, state.step, state.epoch))
+        return super().__getattribute__(name)
+
+
+def test_fit_calls_the_events_in_order_around_every_batch_and_epoch():
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    events = _Events()
+    fit(nn.Linear(4, 3), (x, y), epochs=2, batch_size=5, callbacks=[events], progress=False)
+    batch = ["on_batch_begin", "on_backward_end", "on_batch_end"]
+    expected = [("on_train_begin", 0, 0)]
+    for epoch in (1, 2):
+        expected.append(("on_epoch_begin", 2 * (epoch - 1), epoch - 1))
+        for step in (2 * epoch - 1, 2 * epoch):
+            expected += [(name, step - (name != "on_batch_end"), epoch - 1) for name in batch]
+        expected.append(("on_epoch_end", 2 * epoch, epoch))
+    expected.append(("on_train_end", 4, 2))
+    assert events.seen == expected
+
+
+def test_batch_events_see_the_batch_its_loss_and_gradients(splits):
+    """on_batch_begin sees (and may replace) the batch; on_backward_end the gradients
+    before the step, so a callback can clip them; on_batch_end the loss of the step."""
+    x, y = splits.train.x[:40], splits.train.y[:40]
+
+    class Clip(Callback):
+        def __init__(self):
+            self.sizes, self.norms, self.losses = [], [], []
+
+        def on_batch_begin(self, state):
+            state.xb = state.xb[:5]  # train on the first 5 examples of every batch
+            state.yb = state.yb[:5]
+
+        def on_backward_end(self, state):
+            self.norms.append(float(nn.utils.clip_grad_norm_(state.model.parameters(), 1e-3)))
+
+        def on_batch_end(self, state):
+            self.sizes.append(len(state.out))
+            self.losses.append(float(state.loss.detach()))
+            grads = [p.grad.norm() for p in state.model.parameters()]
+            assert float(torch.stack(grads).norm()) <= 1e-3 * 1.01
+
+    clip = Clip()
+    history = fit(mlp(), (x, y), epochs=2, batch_size=20, lr=1.0, optimizer="sgd",
+                  callbacks=[clip], progress=False, seed=0)
+    assert clip.sizes == [5] * 4 and len(clip.losses) == 4 and len(history) == 2
+    assert max(clip.norms) > 1e-3  # there was something to clip
 
 
 class _Fused(Callback):

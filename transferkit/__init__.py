@@ -14,11 +14,13 @@ methods            ``finetune`` (strategies, feature caching), ``autoencoder`` a
                    ``model_files`` (what is checked in a model's files before they are read),
                    ``cached_bottom`` (partial fine-tuning, the frozen bottom computed once)
 training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks``
-                   (``History``, ``Callback``, ``EarlyStopping``), ``checkpoint``
+                   (``History``, ``Callback``, ``EarlyStopping``), ``checkpoint``,
+                   ``preflight`` (one small batch before training: clear errors)
 model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
                    (``layer_groups``), ``freezing`` (``freeze``, BatchNorm policy,
                    ``param_groups``, ``trainable_report``), ``lora`` (low-rank updates)
-foundations        ``device``, ``distributed`` (what ``fit`` does under ``torchrun``),
+foundations        ``device``, ``precision`` (mixed precision on CUDA), ``distributed``
+                   (what ``fit`` does under ``torchrun``),
                    ``modes``, ``data``, ``gd``, ``schedules``, ``stats`` (paired comparisons),
                    ``text_data`` (the review snippets), ``metrics`` (accuracy, per-class
                    recall, macro-F1), ``integrity`` (file hashes checked or refused,
@@ -41,7 +43,8 @@ _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
     "gd", "heads", "integrity", "layers", "lora", "magics", "metrics", "model_files", "models",
-    "modes", "optimizers", "plots", "schedules", "selection", "stats", "student", "tables",
+    "modes", "optimizers", "plots", "precision", "preflight", "schedules", "selection", "stats",
+    "student", "tables",
     "text", "text_checks", "text_data", "text_finetune", "text_grid", "text_methods", "train",
     "transferability", "widgets", "workspace",
 }

@@ -1,15 +1,19 @@
 """What `fit` records, and the callbacks that watch it while it runs.
 
 * `History`: one row of measurements per epoch (loss, accuracy, validation loss …).
-* `FitState`: what a callback sees after each optimizer step and each epoch;
-  setting ``stop`` ends training.
-* `Callback`: override ``on_train_begin``, ``on_batch_end``, ``on_epoch_end``,
-  ``on_train_end``. `StepCurve` measures the model every few steps (a learning
-  curve finer than one point per epoch).
-  `EarlyStopping` is one; the notebook's live plot
+* `FitState`: what a callback sees: the model, the optimizer, the history, the
+  mini-batch being trained on, how many steps and epochs are done; setting
+  ``stop`` ends training.
+* `Callback`: override the events you need (its docstring shows where `fit`
+  calls each one). `StepCurve` measures the model every few steps (a learning
+  curve finer than one point per epoch); `EarlyStopping` stops when the
+  validation loss stops improving; the notebook's live plot
   (`transferkit.widgets.LivePlot`) is another, added from above:
   ``fit(model, train, val, callbacks=[LivePlot()])``. This way the training loop
   never imports plotting or widget code.
+* What `fit` adds around its loop is written as callbacks too: `ProgressBar`,
+  `BestWeights` (restore the weights of the best epoch) and `LRSchedule` (a
+  learning-rate schedule, step by step).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from .schedules import Schedule
 
 
 @dataclass
@@ -64,8 +71,9 @@ class History:
 
 @dataclass
 class FitState:
-    """What a callback sees after each optimizer step (``step``: how many so far) and at the
-    end of each epoch (``epoch``); set ``stop = True`` to end training."""
+    """What a callback sees. ``step``: optimizer steps so far; ``epoch``: epochs done;
+    ``xb``, ``yb``, ``out``, ``loss``: the current mini-batch, the model's outputs on it
+    and their loss (a mean over the batch); set ``stop = True`` to end training."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -74,12 +82,36 @@ class FitState:
     epochs: int = 0
     stop: bool = False
     step: int = 0
+    xb: torch.Tensor | None = None
+    yb: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
 
 
 class Callback:
-    """Base class for callbacks: override the hooks you need."""
+    """Base class for callbacks: override the events you need. `fit` calls them here::
+
+        on_train_begin
+        for every epoch:
+            on_epoch_begin          (the model is in training mode)
+            for every mini-batch:
+                on_batch_begin      state.xb, state.yb: the batch (a callback may replace them)
+                ... forward: state.out; loss: state.loss; backward ...
+                on_backward_end     the gradients are in each parameter's .grad
+                ... optimizer step ...
+                on_batch_end        after the step: state.step counts them
+            ... measure the epoch: a row of state.history ...
+            on_epoch_end            state.epoch: epochs done; set state.stop to end
+        on_train_end                (not after an error; after Ctrl-C, yes)
+    """
 
     def on_train_begin(self, state: FitState) -> None: ...
+
+    def on_epoch_begin(self, state: FitState) -> None: ...
+
+    def on_batch_begin(self, state: FitState) -> None: ...
+
+    def on_backward_end(self, state: FitState) -> None: ...
 
     def on_batch_end(self, state: FitState) -> None: ...
 
@@ -144,4 +176,64 @@ class StepCurve(Callback):
         self._record(state)
 
 
-__all__ = ["Callback", "EarlyStopping", "FitState", "History", "StepCurve"]
+class ProgressBar(Callback):
+    """A progress bar (a widget in Jupyter, text elsewhere): one tick per epoch, with the
+    epoch's losses and accuracies beside it. ``enabled=False`` shows nothing."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.bar = tqdm(total=state.epochs, desc="training", unit="epoch",
+                        disable=not self.enabled, leave=True)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in state.history.rows[-1].items()
+                              if k not in ("epoch", "lr", "seconds")})
+
+    def on_train_end(self, state: FitState) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the bar (`fit` calls this even when training ends with an error)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+class BestWeights(Callback):
+    """Keep a copy of the weights of the epoch with the lowest ``val_loss`` (its number
+    goes to ``history.best_epoch``); `restore` loads them back into the model."""
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.best_loss, self.weights = math.inf, None
+
+    def on_epoch_end(self, state: FitState) -> None:
+        val_loss = state.history.rows[-1]["val_loss"]
+        if val_loss < self.best_loss:
+            self.best_loss = val_loss
+            state.history.best_epoch = state.epoch
+            self.weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights (if an epoch was measured)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+
+class LRSchedule(Callback):
+    """Give every optimizer step the rate ``lr × schedule(step, total)``: a
+    `transferkit.schedules.Schedule` over a run of ``total`` optimizer steps."""
+
+    def __init__(self, schedule: Schedule, total: int):
+        self.schedule, self.total = schedule, total
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.scheduler = self.schedule.attach(state.optimizer, self.total)
+
+    def on_batch_end(self, state: FitState) -> None:
+        self.scheduler.step()
+
+
+__all__ = ["BestWeights", "Callback", "EarlyStopping", "FitState", "History", "LRSchedule",
+           "ProgressBar", "StepCurve"]

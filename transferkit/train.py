@@ -1,6 +1,7 @@
-"""The training loop: `fit`, `evaluate` and the `History` they return.
+"""The training loop: `fit`, `evaluate` and `predict`.
 
-`fit` is plain mini-batch gradient descent, written out so it can be read:
+`fit` is plain mini-batch gradient descent, written out so it can be read
+(`_train_loop`, one screen):
 
     for each epoch:
         shuffle the training examples
@@ -10,25 +11,23 @@
             θ ← optimizer_step(θ, grads)     # e.g. θ ← θ − α·grads for SGD
         measure loss (and accuracy) on the validation set
 
-Around that core it adds what a real run needs: a progress bar, early
-stopping, keeping the best weights seen on the validation set, mixed precision
-on CUDA, and a clean stop on Ctrl-C (or Jupyter's ■ button) that returns the
-history so far with the best weights restored.
+What else a run needs is a `Callback` (`transferkit.callbacks`), called at the
+loop's events (before and after every mini-batch, after every epoch …): the
+progress bar, early stopping, the best weights on the validation set, a
+learning-rate schedule, and yours, e.g. ``fit(model, train, val,
+callbacks=[LivePlot()])`` with `transferkit.widgets.LivePlot` (this module never
+imports plotting code). Mixed precision on CUDA is
+`transferkit.precision.MixedPrecision`, small steps the loop calls. Ctrl-C (or
+Jupyter's ■ button) returns the history so far with the best weights restored.
 
 The data are in-memory tensors ``(x, y)``: for the course's datasets, slicing
 one big tensor is much faster than a `DataLoader` with worker processes.
 
-Started by ``torchrun`` on several processes (CPUs or GPUs, one machine or many),
-`fit` trains with PyTorch's `DistributedDataParallel`, and nothing in your code
-changes: each process trains on its shard of every mini-batch, and the run
-makes the same steps on the same global batches as one process would
-(`transferkit.distributed` says how).
-
-Progress bars are built in; anything else that should happen during training
-(early stopping, a live plot of the curves in a notebook) is a `Callback`:
-``fit(model, train, val, callbacks=[LivePlot()])`` with
-`transferkit.widgets.LivePlot`. This module never imports plotting code: the
-figures of a `History` are drawn by `transferkit.plots.history_figure`.
+Started by ``torchrun`` on several processes, `fit` trains with PyTorch's
+`DistributedDataParallel`, and nothing in your code changes: each process trains
+on its shard of every mini-batch, the same steps on the same global batches as
+one process (`transferkit.distributed.Ranks`: for one process each of its
+methods gives back what it was given, so the loop reads as the one-process loop).
 """
 
 from __future__ import annotations
@@ -38,25 +37,30 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .callbacks import Callback, EarlyStopping, FitState, History
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
+from .callbacks import (
+    BestWeights,
+    Callback,
+    EarlyStopping,
+    FitState,
+    History,
+    LRSchedule,
+    ProgressBar,
+)
 from .data import check_finite_inputs
 from .device import model_device, pick_device
 from .distributed import SINGLE, Ranks, join
 from .modes import eval_mode, module_modes, restore_modes
 from .optimizers import make_optimizer
+from .precision import MixedPrecision
+from .preflight import LossFn, loss_function, preflight
 from .schedules import Schedule, get_schedule
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-_LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -80,62 +84,6 @@ def as_xy(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if len(x) == 0:
         raise ValueError(f"{name} is empty.")
     return x, y
-
-
-def _loss_fn(loss: str | LossFn) -> LossFn:
-    if callable(loss):
-        return loss
-    if loss not in _LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(_LOSSES)} or a function.")
-    return _LOSSES[loss]
-
-
-def _is_classification(output: torch.Tensor, y: torch.Tensor) -> bool:
-    return output.ndim == 2 and not y.dtype.is_floating_point and y.ndim == 1
-
-
-PREFLIGHT_EXAMPLES = 32
-
-
-def _preflight(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
-) -> tuple[bool, float]:
-    """Run a small batch before training, to turn shape mistakes into clear errors.
-
-    Runs in eval mode without gradients, so BatchNorm statistics do not move.
-    Returns whether the task is classification (so accuracy is measured) and
-    the loss before training (to recognise divergence). PREFLIGHT_EXAMPLES are
-    enough for both, and keep the cost to a fraction of one training step.
-    """
-    with eval_mode(model), torch.no_grad():
-        batch = x[:PREFLIGHT_EXAMPLES]
-        try:
-            out = model(batch)
-        except RuntimeError as err:
-            raise ValueError(
-                f"The model could not process inputs of shape {tuple(x.shape[1:])} "
-                f"(a batch is {tuple(batch.shape)}): {err}\nCheck that the first "
-                "layer expects this input size (flatten images for an MLP, or reshape)."
-            ) from None
-        if loss_fn is F.cross_entropy:
-            if y.dtype.is_floating_point:
-                raise ValueError("cross-entropy needs integer class labels, but y is "
-                                 f"{y.dtype}. Convert with y.long().")
-            if out.ndim != 2:
-                raise ValueError(f"for cross-entropy the model must output (batch, classes)"
-                                 f" scores, but it outputs shape {tuple(out.shape)}.")
-            n_classes = int(y.max()) + 1
-            if out.shape[1] < n_classes or int(y.min()) < 0:
-                raise ValueError(
-                    f"The model outputs {out.shape[1]} class scores, but the labels run "
-                    f"from {int(y.min())} to {int(y.max())}. Give the last layer "
-                    f"{n_classes} outputs, or relabel the classes 0..{out.shape[1] - 1}."
-                )
-        elif loss_fn is F.mse_loss and out.shape[1:] != y.shape[1:]:
-            raise ValueError(f"for the mse loss the output shape {tuple(out.shape[1:])} must "
-                             f"equal the target shape {tuple(y.shape[1:])}.")
-        initial_loss = float(loss_fn(out.float(), y[:PREFLIGHT_EXAMPLES]))
-    return _is_classification(out, y), initial_loss
 
 
 def epoch_batches(n: int, batch_size: int) -> list[slice]:
@@ -165,15 +113,6 @@ def epochs_for_steps(n_examples: int, batch_size: int, steps: int) -> int:
         raise ValueError(f"n_examples, batch_size and steps must be positive, got "
                          f"{n_examples}, {batch_size}, {steps}.")
     return max(1, math.ceil(steps / math.ceil(n_examples / batch_size)))
-
-
-def _autocast(device: torch.device, amp: bool):
-    """Mixed precision: bfloat16 where the GPU supports it, else float16 (needs a scaler)."""
-    if not amp:
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 def _measure_sums(model, x, y, loss_fn, batch_size, classify, autocast,
@@ -222,11 +161,11 @@ def evaluate(
     it was in.
     """
     x, y = as_xy(data, "data")
-    loss_fn = _loss_fn(loss)
+    loss_fn = loss_function(loss)
     device = pick_device(str(device)) if device is not None else model_device(model)
     model.to(device)
     x, y = x.to(device), y.to(device)
-    classify, _ = _preflight(model, x, y, loss_fn)
+    classify, _ = preflight(model, x, y, loss_fn)
     with eval_mode(model):
         return _measure(model, x, y, loss_fn, batch_size, classify, contextlib.nullcontext)
 
@@ -249,7 +188,6 @@ def fit(
     amp: bool | None = None,
     seed: int | None = None,
     progress: bool = True,
-    live_plot: bool = False,
     transform_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     schedule: Schedule | str | None = None,
     shuffle: Callable[[torch.Generator], torch.Tensor] | None = None,
@@ -272,13 +210,12 @@ def fit(
         seed: seeds the shuffling of mini-batches (default: torch's global RNG,
             so `seed_everything` makes the whole run repeatable).
         progress: show a progress bar (a widget in Jupyter, text elsewhere).
-        callbacks: `Callback` objects called at the start, after every
-            optimizer step, after every epoch and at the end, e.g.
+        callbacks: `Callback` objects called at the loop's events (the start,
+            every epoch, every mini-batch before and after its step, the end:
+            `transferkit.callbacks.Callback` lists them), e.g.
             ``transferkit.widgets.LivePlot()`` to draw the curves in a notebook
             as they are measured, or `transferkit.callbacks.StepCurve` to
             measure the model every few steps.
-        live_plot: replaced by ``callbacks=[transferkit.widgets.LivePlot()]``;
-            ``True`` is refused with that advice.
         transform_inputs: a function applied to every training batch's inputs
             (not the targets, not the validation data), e.g. noise for a
             denoising autoencoder: ``fit(ae, (x, x), loss="mse",
@@ -292,25 +229,17 @@ def fit(
         shuffle: ``shuffle(generator)`` gives an epoch's order of the training
             examples (default: a random permutation drawn with ``generator``, which
             is on the training device and seeded by ``seed``), e.g.
-            `transferkit.text_methods.length_grouped`: batches of texts of about
+            `transferkit.text_finetune.length_grouped`: batches of texts of about
             the same length, so less of every batch is padding.
 
     Press Ctrl-C (or Jupyter's stop button) to end early: the history so far is
     returned, with the best weights restored.
 
     Under ``torchrun`` (`transferkit.distributed`) every process returns the same
-    history and the same weights; only process 0 shows progress and runs the
+    history and the same weights; only process 0 shows progress and runs your
     callbacks. The loss must be a mean over the batch (as the built-in ones are).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if live_plot:
-        raise ValueError("fit draws no plots itself: pass the live plot as a callback, "
-                         "fit(..., callbacks=[transferkit.widgets.LivePlot()]).")
-    if early_stopping is not None and val is None:
-        raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
+    _check_arguments(epochs, batch_size, early_stopping, val)
     check_finite_inputs(train, val, model)  # a NaN in the data is an error, not a divergence
     device = pick_device(None if device is None else str(device))
     ranks = join(device)  # SINGLE unless torchrun started several processes
@@ -321,122 +250,197 @@ def fit(
 
     modes = module_modes(model)
     x, y = (t.to(device) for t in as_xy(train, "train"))
-    has_val = val is not None
-    if has_val:
-        x_val, y_val = (t.to(device) for t in as_xy(val, "val"))
+    val = None if val is None else tuple(t.to(device) for t in as_xy(val, "val"))
     model.to(device)
-    loss_fn = _loss_fn(loss)
-    classify, initial_loss = _preflight(model, x, y, loss_fn)
-    opt = make_optimizer(optimizer, model, lr, weight_decay)
+    loss_fn = loss_function(loss)
+    classify, initial_loss = preflight(model, x, y, loss_fn)
+    opt = make_optimizer(optimizer, model, lr, weight_decay)  # its warnings name fit's caller
     schedule = get_schedule(schedule)
-    ranks.check_batches(epoch_batches(len(x), batch_size))
-    scheduler = schedule and schedule.attach(opt, epochs * len(epoch_batches(len(x), batch_size)))
-    autocast, scaler = _autocast(device, amp)
+    batches = epoch_batches(len(x), batch_size)
+    ranks.check_batches(batches)
+    precision = MixedPrecision(amp)
     # every process must shuffle alike: process 0's seed for all
     seed = ranks.agree(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
     # the shuffled order is drawn where training runs: no copy from the CPU every epoch
     generator = torch.Generator(device=device).manual_seed(seed)
-    trained = ranks.wrap(model, device)  # DDP over the trainable parameters, or the model
-    callbacks = list(callbacks) if ranks.main else []  # process 0 draws and decides
-    if early_stopping is not None and ranks.main:
-        callbacks.append(EarlyStopping(patience=early_stopping))
-    history = History()
-    state = FitState(model, opt, history, epochs=epochs)
-    best_loss, best_state = math.inf, None
+    net = ranks.wrap(model, device)  # DDP over the trainable parameters, or the model
+    run = _Run(
+        state=FitState(model, opt, History(), epochs=epochs), net=net, x=x, y=y, val=val,
+        loss_fn=loss_fn, classify=classify, initial_loss=initial_loss, batches=batches,
+        generator=generator, shuffle=shuffle, transform_inputs=transform_inputs,
+        precision=precision, ranks=ranks, progress=ProgressBar(progress and ranks.main),
+        best=BestWeights() if val is not None and restore_best else None)
+    run.callbacks = _callbacks(run, callbacks, schedule, early_stopping)
 
-    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not (progress and ranks.main),
-               leave=True)
-    for cb in callbacks:
-        cb.on_train_begin(state)
+    run.event("on_train_begin")
     try:
-        for epoch in range(1, epochs + 1):
-            start_time = time.perf_counter()
-            trained.train()  # the model, or its DDP wrapper: same modes
-            order = (torch.randperm(len(x), generator=generator, device=device)
-                     if shuffle is None else shuffle(generator).to(device))
-            total = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for batch in epoch_batches(len(x), batch_size):
-                idx = order[ranks.shard(batch)]  # one process: the whole batch
-                xb, yb = x[idx], y[idx]
-                if transform_inputs is not None:
-                    xb = transform_inputs(xb)
-                with autocast():
-                    out = trained(xb)
-                    batch_loss = loss_fn(out.float(), yb)
-                opt.zero_grad(set_to_none=True)
-                scaled = batch_loss * ranks.weight(batch)  # 1.0 for one process
-                if scaler is not None:
-                    scaler.scale(scaled).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    scaled.backward()
-                    opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                state.step += 1
-                for cb in callbacks:
-                    cb.on_batch_end(state)
-                total += batch_loss.detach() * len(idx)
-                if classify:
-                    correct += (out.detach().argmax(dim=1) == yb).sum()
-
-            total, correct = ranks.sum(total, correct)
-            ranks.broadcast(model.buffers())  # BatchNorm statistics: process 0's for all
-            # the epoch's numbers, read from the device at once (one wait for a GPU)
-            names = ["loss", "accuracy"][:2 if classify else 1]
-            sums, counts = [total, correct][:len(names)], [len(x)] * len(names)
-            if has_val:
-                model.eval()
-                val_sums = _measure_sums(model, x_val, y_val, loss_fn, 512, classify, autocast,
-                                         ranks)
-                sums += val_sums[:len(names)]
-                counts += [len(x_val)] * len(names)
-                names += [f"val_{name}" for name in names]
-            values = torch.stack(sums).tolist()
-            row = {"epoch": epoch, **{name: value / count for name, value, count
-                                      in zip(names, values, counts, strict=True)}}
-            row["lr"] = opt.param_groups[0]["lr"]
-            row["seconds"] = time.perf_counter() - start_time
-            history.rows.append(row)
-
-            # Diverged: the loss is inf/nan, or 1000× what it was before training.
-            if not math.isfinite(row["loss"]) or row["loss"] > 1000 * max(initial_loss, 1e-6):
-                history.diverged = True  # data and weights were finite (check_finite_inputs)
-                cause = ("The learning rate is probably too large for this model." if math.isfinite(
-                    initial_loss) else "The model's outputs were not finite before training "
-                    "(inputs too large for it?): no learning rate helps; scale the inputs.")
-                warnings.warn(
-                    f"the training loss became {row['loss']:.3g} in epoch {epoch} (it was "
-                    f"{initial_loss:.3g} before training), so training stopped. {cause}",
-                    RuntimeWarning, stacklevel=2,
-                )
-                break
-            if has_val and restore_best and row["val_loss"] < best_loss:
-                best_loss = row["val_loss"]
-                history.best_epoch = epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
-                             if k not in ("epoch", "lr", "seconds")})
-            state.epoch = epoch
-            for cb in callbacks:
-                cb.on_epoch_end(state)
-            state.stop, history.stopped_early = ranks.agree((state.stop, history.stopped_early))
-            if state.stop:
-                break
+        _train_loop(run)
     except KeyboardInterrupt:
-        history.interrupted = True
+        run.state.history.interrupted = True
     finally:
-        bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        run.progress.close()
+        if run.best is not None:
+            run.best.restore(model)
         restore_modes(modes)
-    for cb in callbacks:
-        cb.on_train_end(state)
-    return history
+    run.event("on_train_end")
+    return run.state.history
+
+
+@dataclass
+class _Run:
+    """What one `fit` run works with: `fit` builds it, `_train_loop` runs it."""
+
+    state: FitState  # what callbacks see: the model, the optimizer, the history, the batch …
+    net: nn.Module  # what the batches go through: the model (or its DDP wrapper)
+    x: torch.Tensor
+    y: torch.Tensor
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    loss_fn: LossFn
+    classify: bool  # measure accuracy too
+    initial_loss: float  # before training, to recognise divergence
+    batches: list[slice]  # an epoch's mini-batches, as slices of its shuffled order
+    generator: torch.Generator
+    shuffle: Callable[[torch.Generator], torch.Tensor] | None
+    transform_inputs: Callable[[torch.Tensor], torch.Tensor] | None
+    precision: MixedPrecision
+    ranks: Ranks  # SINGLE, or this process of a torchrun run
+    progress: ProgressBar
+    best: BestWeights | None
+    callbacks: list[Callback] = field(default_factory=list)
+
+    def event(self, name: str) -> None:
+        """Call every callback's hook ``name`` (e.g. ``"on_batch_end"``) with the state."""
+        for callback in self.callbacks:
+            getattr(callback, name)(self.state)
+
+
+def _train_loop(run: _Run) -> None:
+    """The loop: for every epoch, for every mini-batch: forward, loss, backward, step."""
+    state = run.state
+    for epoch in range(1, state.epochs + 1):
+        started = time.perf_counter()
+        run.net.train()
+        run.event("on_epoch_begin")
+        order, sums = _epoch_order(run), _EpochSums(run)
+        for batch in run.batches:
+            state.xb, state.yb = _take(run, order, batch)
+            run.event("on_batch_begin")
+            with run.precision.autocast():
+                state.out = run.net(state.xb)
+                state.loss = run.loss_fn(state.out.float(), state.yb)
+            state.optimizer.zero_grad(set_to_none=True)
+            run.precision.backward(state.loss * run.ranks.weight(batch))  # × 1 on one process
+            run.event("on_backward_end")
+            run.precision.step(state.optimizer)
+            state.step += 1
+            run.event("on_batch_end")
+            sums.add(state)
+        row = _epoch_row(run, epoch, sums, started)
+        if _diverged(run, row):
+            return
+        state.epoch = epoch
+        run.event("on_epoch_end")
+        # under torchrun process 0's callbacks decide, for every process
+        state.stop, state.history.stopped_early = run.ranks.agree(
+            (state.stop, state.history.stopped_early))
+        if state.stop:
+            return
+
+
+def _epoch_order(run: _Run) -> torch.Tensor:
+    """An epoch's order of the training examples: shuffled, or ``shuffle``'s."""
+    if run.shuffle is None:
+        return torch.randperm(len(run.x), generator=run.generator, device=run.x.device)
+    return run.shuffle(run.generator).to(run.x.device)
+
+
+def _take(run: _Run, order: torch.Tensor, batch: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of mini-batch ``batch`` (a slice of the epoch's ``order``; under
+    torchrun this process's shard of it), the inputs through ``transform_inputs``."""
+    idx = order[run.ranks.shard(batch)]  # one process: the whole batch
+    xb, yb = run.x[idx], run.y[idx]
+    return (xb if run.transform_inputs is None else run.transform_inputs(xb)), yb
+
+
+class _EpochSums:
+    """The training loss summed over an epoch's examples, and the number classified
+    right, added up on the device (reading a number from a GPU makes the CPU wait)."""
+
+    def __init__(self, run: _Run):
+        self.loss = torch.zeros((), device=run.x.device)
+        self.correct = torch.zeros((), device=run.x.device)
+        self.classify = run.classify
+
+    def add(self, state: FitState) -> None:
+        self.loss += state.loss.detach() * len(state.yb)
+        if self.classify:
+            self.correct += (state.out.detach().argmax(dim=1) == state.yb).sum()
+
+
+def _epoch_row(run: _Run, epoch: int, sums: _EpochSums, started: float) -> dict[str, float]:
+    """The epoch's row of the history (appended to it): the training loss (and accuracy),
+    the same on the validation data, the learning rate and the seconds it took."""
+    model = run.state.model
+    total, correct = run.ranks.sum(sums.loss, sums.correct)  # torchrun: over all processes
+    run.ranks.broadcast(model.buffers())  # BatchNorm statistics: process 0's for all
+    names = ["loss", "accuracy"][:2 if run.classify else 1]
+    values, counts = [total, correct][:len(names)], [len(run.x)] * len(names)
+    if run.val is not None:
+        model.eval()
+        x_val, y_val = run.val
+        values += _measure_sums(model, x_val, y_val, run.loss_fn, 512, run.classify,
+                                run.precision.autocast, run.ranks)[:len(names)]
+        counts += [len(x_val)] * len(names)
+        names += [f"val_{name}" for name in names]
+    numbers = torch.stack(values).tolist()  # read from the device at once (one wait for a GPU)
+    row = {"epoch": epoch, **{name: value / count for name, value, count
+                              in zip(names, numbers, counts, strict=True)}}
+    row["lr"] = run.state.optimizer.param_groups[0]["lr"]
+    row["seconds"] = time.perf_counter() - started
+    run.state.history.rows.append(row)
+    return row
+
+
+def _diverged(run: _Run, row: dict[str, float]) -> bool:
+    """Whether the loss is inf/nan, or 1000× what it was before training; if so, the
+    history says so and a warning gives the likely cause."""
+    initial = run.initial_loss
+    if math.isfinite(row["loss"]) and not row["loss"] > 1000 * max(initial, 1e-6):
+        return False
+    run.state.history.diverged = True  # data and weights were finite (check_finite_inputs)
+    cause = ("The learning rate is probably too large for this model." if math.isfinite(
+        initial) else "The model's outputs were not finite before training "
+        "(inputs too large for it?): no learning rate helps; scale the inputs.")
+    warnings.warn(
+        f"the training loss became {row['loss']:.3g} in epoch {row['epoch']} (it was "
+        f"{initial:.3g} before training), so training stopped. {cause}",
+        RuntimeWarning, stacklevel=4,  # the line that called fit (fit → _train_loop → here)
+    )
+    return True
+
+
+def _check_arguments(epochs: Any, batch_size: Any, early_stopping: int | None,
+                     val: Any) -> None:
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if early_stopping is not None and val is None:
+        raise ValueError("early_stopping watches the validation loss: pass val=(x_val, y_val).")
+
+
+def _callbacks(run: _Run, yours: Sequence[Callback], schedule: Schedule | None,
+               early_stopping: int | None) -> list[Callback]:
+    """fit's own callbacks, on every process: the progress bar, the best weights, the
+    learning-rate schedule (over the run's ``epochs × batches`` steps); then, only on
+    process 0 (which draws and decides), yours and early stopping."""
+    own = [run.progress] + ([] if run.best is None else [run.best])
+    if schedule is not None:
+        own.append(LRSchedule(schedule, run.state.epochs * len(run.batches)))
+    if not run.ranks.main:
+        return own
+    stopping = [] if early_stopping is None else [EarlyStopping(patience=early_stopping)]
+    return [*own, *yours, *stopping]
 
 
 def predict(
@@ -476,8 +480,4 @@ def predict(
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
 
 
-__all__ = [
-    "Callback", "EarlyStopping", "FitState", "History", "as_xy", "epoch_batches",
-    "epochs_for_steps", "eval_mode", "evaluate", "fit", "load_checkpoint",
-    "module_modes", "predict", "restore_modes", "save_checkpoint",
-]
+__all__ = ["as_xy", "epoch_batches", "epochs_for_steps", "evaluate", "fit", "predict"]
