@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .callbacks import History
 from .data import check_finite_inputs
 from .device import model_device, pick_device, seeded
 from .distributed import join
@@ -57,7 +58,7 @@ from .integrity import TensorCache, module_tensors, tensors_digest
 from .layers import LayerGroup, architecture, layer_groups
 from .modes import eval_mode
 from .optimizers import OPTIMIZERS, fused_optimizer, untrained_parameters
-from .train import History, as_xy, epochs_for_steps, fit
+from .train import as_xy, epochs_for_steps, fit
 
 STRATEGIES = ("scratch", "linear_probe", "full", "partial", "gradual", "discriminative",
               "lp_ft")

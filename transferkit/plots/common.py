@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..callbacks import History
 from ..finetune import FineTuneResult
-from ..train import History
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"  # training and validation curves
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 
 from .. import autoencoder as ae
 from .. import plots
+from ..callbacks import Callback, FitState
 from ..data import load_digits, train_val_test_split
 from ..device import seeded
-from ..train import Callback, FitState
 from .common import Panel, guarded, show_in
 
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from IPython.display import display
 
 from .. import plots
-from ..train import Callback, FitState
+from ..callbacks import Callback, FitState
 
 
 def show_in(widget: go.FigureWidget, figure: go.Figure) -> None:

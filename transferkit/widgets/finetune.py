@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from torch import nn
 
 from .. import plots
+from ..callbacks import Callback, FitState
 from ..data import budget_label, budget_words, few_labels
 from ..device import seeded
 from ..experiments import check_budgets
@@ -25,7 +26,7 @@ from ..finetune import (
     strategy_stages,
     trainable_report,
 )
-from ..train import Callback, FitState, evaluate
+from ..train import evaluate
 from .common import Panel, guarded, show_in
 
 
