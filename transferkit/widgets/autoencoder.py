@@ -28,7 +28,7 @@ class _ProgressBar(Callback):
         self.bar.value = state.epoch
 
 
-def autoencoder_explorer(
+def autoencoder_explorer(  # noqa: C901, PLR0915  (its controls' callbacks nest inside)
     train=None,
     test=None,
     *,

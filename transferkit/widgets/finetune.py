@@ -111,7 +111,7 @@ def _fresh(make_model: Callable[[], nn.Module], earlier: nn.Module) -> nn.Module
     return model
 
 
-def finetune_lab(
+def finetune_lab(  # noqa: PLR0915  (its controls' callbacks nest inside)
     make_model: Callable[[], nn.Module],
     splits,
     *,
