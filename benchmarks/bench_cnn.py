@@ -41,7 +41,8 @@ from torch import nn
 
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.device import pick_device, seed_everything
-from transferkit.finetune import clear_feature_cache, fine_tune, replace_head
+from transferkit.finetune import clear_feature_cache, fine_tune
+from transferkit.heads import replace_head
 from transferkit.models import backbone
 from transferkit.train import fit
 

@@ -19,7 +19,7 @@ CORE = ["attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", 
         "distributed", "efficientnet_lite", "encoder", "experiments", "finetune", "freezing", "gd",
         "heads", "imagenet", "integrity", "layers", "lora", "metrics", "model_files", "models",
         "modes", "optimizers", "precision", "preflight", "schedules", "selection", "stats",
-        "tables", "text", "text_data",
+        "strategies", "tables", "text", "text_data",
         "text_finetune", "text_grid", "text_methods", "train", "transferability"]
 
 

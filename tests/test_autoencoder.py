@@ -7,22 +7,24 @@ from transferkit.autoencoder import (
     PCA,
     Autoencoder,
     ConvAutoencoder,
-    Encoder,
-    EncoderFileError,
     article_dims,
     codes,
     corrupt,
-    encoder_versions,
     interpolate,
-    latest_encoder,
-    load_encoder,
     pretrain,
     reconstruct,
     reconstruction_error,
-    save_encoder,
 )
 from transferkit.checkpoint import CheckpointError, CheckpointMismatchError, save_checkpoint
 from transferkit.data import load_digits, train_val_test_split
+from transferkit.encoder import (
+    Encoder,
+    EncoderFileError,
+    encoder_versions,
+    latest_encoder,
+    load_encoder,
+    save_encoder,
+)
 
 
 @pytest.fixture(scope="module")

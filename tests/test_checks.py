@@ -94,8 +94,10 @@ def test_lesson_03_checks_recompute_the_answers():
 
 
 def test_lesson_04_checks_recompute_the_answers():
-    from transferkit.autoencoder import Encoder, article_dims
-    from transferkit.finetune import Classifier, freeze_to
+    from transferkit.autoencoder import article_dims
+    from transferkit.encoder import Encoder
+    from transferkit.freezing import freeze_to
+    from transferkit.heads import Classifier
 
     model = freeze_to(Classifier(Encoder({"kind": "mlp", "dims": list(article_dims(64))}), 10),
                       -2)

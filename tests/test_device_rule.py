@@ -19,7 +19,17 @@ import torch
 from standin_device import STANDIN, OnStandIn, StandInAccelerator
 from torch import nn
 
-from transferkit import autoencoder, data, finetune, lora, text, text_finetune, text_methods, train
+from transferkit import (
+    autoencoder,
+    data,
+    finetune,
+    lora,
+    strategies,
+    text,
+    text_finetune,
+    text_methods,
+    train,
+)
 from transferkit.cached_bottom import CachedBottomClassifier
 from transferkit.data import Data
 from transferkit.experiments import fit_method, label_budget_study, logistic_regression
@@ -151,7 +161,7 @@ def test_denoising_and_augmenting_draw_their_noise_on_the_device(accelerator, di
     assert counts[1] - counts[0] <= 2 < len(digits[0]) // 16  # per epoch, not per step
 
 
-@pytest.mark.parametrize("strategy", finetune.STRATEGIES)
+@pytest.mark.parametrize("strategy", strategies.STRATEGIES)
 def test_every_fine_tuning_strategy_leaves_the_whole_model_on_one_device(accelerator, digits,
                                                                         strategy):
     train_set, val_set = digits

@@ -16,28 +16,26 @@ from transferkit import plots
 from transferkit.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from transferkit.data import load_digits, train_val_test_split
 from transferkit.finetune import (
-    STRATEGIES,
-    Classifier,
-    bn_stats_frozen,
     clear_feature_cache,
     extract_features,
     feature_drift,
-    feature_size,
-    find_head,
     fine_tune,
     finetune_method,
+)
+from transferkit.freezing import (
+    bn_stats_frozen,
     freeze,
     freeze_to,
     group_learning_rates,
-    layer_groups,
     param_groups,
-    replace_head,
     trainable_parameters,
     trainable_report,
     unfreeze,
-    without_head,
 )
+from transferkit.heads import Classifier, feature_size, find_head, replace_head, without_head
+from transferkit.layers import layer_groups
 from transferkit.optimizers import untrained_parameters
+from transferkit.strategies import STRATEGIES
 from transferkit.train import fit
 
 

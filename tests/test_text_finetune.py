@@ -10,12 +10,13 @@ import torch
 import transformers  # a dependency: missing, the tests fail
 
 from transferkit.data import few_labels
-from transferkit.finetune import STRATEGIES, extract_features, fine_tune
+from transferkit.finetune import extract_features, fine_tune
 from transferkit.freezing import freeze, freeze_to, param_groups, trainable_report
 from transferkit.heads import TextClassifier, find_head, transformer_body, without_head
 from transferkit.layers import layer_groups
 from transferkit.lora import add_lora, lora_parameter_count
 from transferkit.metrics import classification_metrics
+from transferkit.strategies import STRATEGIES
 from transferkit.text_data import majority_accuracy, reviews_splits
 from transferkit.train import fit, predict
 

@@ -7,7 +7,8 @@ imports only from the layers below it (``lint-imports`` checks it):
 the course         ``plots`` (pure figure builders), ``widgets`` (one module per lesson's
                    controls), ``checks`` (self-checks), ``student``, ``workspace``,
                    ``doctor``, ``magics``, ``cli``
-methods            ``finetune`` (strategies, feature caching), ``autoencoder`` and
+methods            ``strategies`` (what each fine-tuning strategy trains, stage by stage),
+                   ``finetune`` (running them, feature caching), ``autoencoder`` and
                    ``encoder``, ``models`` (torchvision backbones), ``experiments``
                    (label-budget studies), ``transferability``, ``selection``, ``text``
                    (a pre-trained transformer: verified loading, ``encode``, ``zero_shot``),
@@ -44,7 +45,7 @@ _SUBMODULES = {
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
     "gd", "heads", "integrity", "layers", "lora", "magics", "metrics", "model_files", "models",
     "modes", "optimizers", "plots", "precision", "preflight", "schedules", "selection", "stats",
-    "student", "tables",
+    "strategies", "student", "tables",
     "text", "text_checks", "text_data", "text_finetune", "text_grid", "text_methods", "train",
     "transferability", "widgets", "workspace",
 }

@@ -22,9 +22,10 @@ What this module gives you:
   the model's device, without gradients; results come back on the CPU).
 * `reconstruction_error` and `PCA`: measure it, against the linear baseline
   with the same code size.
-* `save_encoder` / `load_encoder`: keep the encoder with a description of its
-  architecture, so a later lesson rebuilds it without this lesson's code (they,
-  and the `Encoder` itself, live in `transferkit.encoder`; importable from here).
+* `transferkit.encoder.save_encoder` / `load_encoder`: keep the encoder with a
+  description of its architecture, so a later lesson rebuilds it without this
+  lesson's code (they, and the `Encoder` itself, live in `transferkit.encoder`:
+  import them from there).
 """
 
 from __future__ import annotations
@@ -38,19 +39,7 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .device import model_device
-from .encoder import (
-    ENCODER_FORMAT,
-    Encoder,
-    EncoderFileError,
-    activation_layer,
-    check_dims,
-    conv_geometry,
-    encoder_versions,
-    latest_encoder,
-    load_encoder,
-    mlp_layers,
-    save_encoder,
-)
+from .encoder import Encoder, activation_layer, check_dims, conv_geometry, mlp_layers
 from .modes import eval_mode
 from .train import fit
 
@@ -416,9 +405,7 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor,
 
 
 __all__ = [
-    "ARTICLE_WIDTHS", "ENCODER_FORMAT", "Autoencoder", "ConvAutoencoder", "Encoder",
-    "EncoderFileError", "PCA",
-    "ReconstructionError", "article_dims", "codes", "corrupt", "encoder_versions",
-    "interpolate", "latest_encoder", "load_encoder", "pretrain", "reconstruct",
-    "reconstruction_error", "save_encoder",
+    "ARTICLE_WIDTHS", "PCA", "Autoencoder", "ConvAutoencoder", "ReconstructionError",
+    "article_dims", "codes", "corrupt", "interpolate", "pretrain", "reconstruct",
+    "reconstruction_error",
 ]

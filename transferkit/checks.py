@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from . import gd
-from .autoencoder import Autoencoder, Encoder, article_dims
+from .autoencoder import Autoencoder, article_dims
 from .data import few_labels, invert, load_digits, split_classes, train_val_test_split
+from .encoder import Encoder
 from .experiments import accuracy
 from .freezing import ULMFIT_DECAY, freeze_to
 from .heads import Classifier

@@ -45,11 +45,12 @@ from .data import check_finite, check_labels, load_digits, train_val_test_split
 from .device import pick_device
 from .distributed import current
 from .doctor import format_report, report
-from .finetune import STRATEGIES, Classifier, find_head, fine_tune
-from .lora import add_lora, linear_names
+from .finetune import fine_tune
+from .heads import Classifier
 from .models import FAMILIES, WeightsUnavailableError, backbone, small_cnn
+from .strategies import TABLE, check_strategy
 from .student import prepare_workspace, write_student_versions
-from .train import evaluate, fit
+from .train import evaluate
 from .workspace import FULL, STUDENT, describe
 
 FIRST_LESSON = "00_welcome.ipynb"
@@ -208,7 +209,6 @@ def cmd_student(args: argparse.Namespace) -> int:
 # --- transferkit finetune ---------------------------------------------------------------
 
 MODELS = ("small_cnn", "mlp", *FAMILIES)
-CLI_STRATEGIES = (*STRATEGIES, "lora")  # lora: transferkit.lora's adapters, then fit
 DATASETS = ("digits",)  # or a .pt file
 
 
@@ -368,9 +368,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise ValueError(f"--out and --metrics are the same file, {out}; give two names.")
         for path, option in ((out, "--out"), (metrics, "--metrics")):
             check_output(path, option)
-        if args.strategy not in CLI_STRATEGIES:
-            raise ValueError(f"unknown strategy {args.strategy!r}; choose one of "
-                             f"{', '.join(CLI_STRATEGIES)}.")
+        check_strategy(args.strategy)  # every strategy of transferkit.strategies, lora too
         if args.model not in MODELS:
             raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}.")
         weights = None if (args.weights or "none").lower() == "none" else args.weights
@@ -388,19 +386,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         num_classes = int(y.max()) + 1
         torch.manual_seed(args.seed)  # the new head: the same on every process
         model = build_model(args.model, x, num_classes, weights)
-        options = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                       seed=args.seed, device=args.device, progress=current().main)
-        if args.strategy == "lora":  # frozen base, trainable adapters and head
-            head = find_head(model).rpartition(".")[2]
-            targets = (args.lora_targets.split(",") if args.lora_targets
-                       else [n for n in linear_names(model) if n != head])
-            add_lora(model, r=args.lora_r, alpha=args.lora_alpha, targets=targets)
-            history = fit(model, splits.train, splits.val, **options)
-            histories, rows = [history], [{**row, "stage": "lora"} for row in history.to_rows()]
-        else:
-            result = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
-                               **options)
-            histories, rows = [stage.history for stage in result.stages], result.to_rows()
+        result = fine_tune(model, splits.train, splits.val, strategy=args.strategy,
+                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           seed=args.seed, device=args.device, progress=current().main,
+                           r=args.lora_r, alpha=args.lora_alpha,  # lora's: the others ignore them
+                           targets=args.lora_targets.split(",") if args.lora_targets else None)
+        histories, rows = [stage.history for stage in result.stages], result.to_rows()
         test = evaluate(model, splits.test)
         failure = failed_run(histories, model, test)
         summary = {"model": args.model, "data": args.data, "strategy": args.strategy,
@@ -449,7 +440,7 @@ def add_finetune_parser(sub: Any) -> None:
                    "(x, y) tensors or {'x': x, 'y': y}: x images (N, C, H, W) or rows (N, D), "
                    "y integer labels 0..K-1; read with weights_only=True")
     p.add_argument("--strategy", default="lp_ft", metavar="S",
-                   help=f"one of {', '.join(CLI_STRATEGIES)} (default lp_ft); lora wraps "
+                   help=f"one of {', '.join(TABLE)} (default lp_ft); lora wraps "
                    "Linear layers in transferkit.lora's adapters and trains only those and "
                    "the head")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA's rank r (default 8)")

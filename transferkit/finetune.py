@@ -5,28 +5,31 @@ The recipe of the source articles is: take a network trained on something else
 layer (the *head*) on it for your classes, freeze what you want to keep, and
 train the rest on your few labels. Everything here works on any `nn.Module`,
 not only on models this library built. The pieces live one layer down, each in
-its own module:
+its own module (import them from there):
 
 * `transferkit.heads`: `Classifier`, `find_head`, `replace_head` (a head on a backbone);
 * `transferkit.layers`: `layer_groups` (a model cut into ordered groups);
 * `transferkit.freezing`: `freeze` / `unfreeze` / `freeze_to`, the BatchNorm
-  policy, `param_groups` (discriminative rates), `trainable_report`.
+  policy, `param_groups` (discriminative rates), `trainable_report`;
+* `transferkit.strategies`: the strategies as data, what each trains stage by stage
+  (`strategy_stages`, `set_trainable`).
 
-They are all importable from here too. This module adds what is built on them:
+This module adds what is built on them:
 
 1. **Features.** `extract_features(backbone, x)` runs a frozen backbone once and
    caches the result, so a linear probe trains its head on stored features.
-2. **Strategies.** `fine_tune(model, train, val, strategy=...)` runs ``scratch``,
-   ``linear_probe``, ``full``, ``partial``, ``gradual``, ``discriminative`` or
-   ``lp_ft`` through `transferkit.train.fit` and returns the history of every
-   stage; `finetune_method` plugs a strategy into a label-budget study.
+2. **Running a strategy.** `fine_tune(model, train, val, strategy=...)` runs
+   ``scratch``, ``linear_probe``, ``full``, ``partial``, ``gradual``,
+   ``discriminative``, ``lp_ft`` or ``lora`` through `transferkit.train.fit` and
+   returns the history of every stage; `finetune_method` plugs a strategy into a
+   label-budget study.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,32 +40,22 @@ from .callbacks import History
 from .data import check_finite_inputs
 from .device import model_device, pick_device, seeded
 from .distributed import join
-from .freezing import (
-    BN_POLICIES,
-    ULMFIT_DECAY,
-    TrainableReport,
-    bn_stats_frozen,
-    freeze,
-    freeze_bn_stats,
-    freeze_to,
-    group_learning_rates,
-    no_weight_decay,
-    param_groups,
-    trainable_parameters,
-    trainable_report,
-    unfreeze,
-    unfreeze_bn_stats,
-)
-from .heads import Classifier, feature_size, find_head, replace_head, without_head
+from .freezing import BN_POLICIES, ULMFIT_DECAY, param_groups
+from .heads import find_head, without_head
 from .integrity import TensorCache, module_tensors, tensors_digest
-from .layers import LayerGroup, architecture, layer_groups
+from .layers import architecture, layer_groups
 from .modes import eval_mode
-from .optimizers import OPTIMIZERS, fused_optimizer, untrained_parameters
+from .optimizers import OPTIMIZERS, fused_optimizer
+from .strategies import (
+    PROBE,
+    TABLE,
+    adapt,
+    check_strategy,
+    reset_parameters,
+    set_trainable,
+    strategy_stages,
+)
 from .train import as_xy, epochs_for_steps, fit
-
-STRATEGIES = ("scratch", "linear_probe", "full", "partial", "gradual", "discriminative",
-              "lp_ft")
-
 
 # --- 6. features of a frozen backbone -------------------------------------------------------
 
@@ -131,7 +124,7 @@ def feature_drift(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((after - before).norm() / before.norm().clamp_min(1e-12))
 
 
-# --- 7. strategies -------------------------------------------------------------------------
+# --- 7. running a strategy -------------------------------------------------------------------
 
 
 @dataclass
@@ -201,68 +194,6 @@ def _optimizer_class(optimizer: Any) -> Callable[..., torch.optim.Optimizer]:
     return optimizer
 
 
-def reset_parameters(model: nn.Module) -> nn.Module:
-    """Re-initialise every layer that knows how (``reset_parameters``), including
-    BatchNorm's running statistics: the architecture without what it learned."""
-    for module in model.modules():
-        if callable(getattr(module, "reset_parameters", None)):
-            module.reset_parameters()
-    return model
-
-
-def check_strategy(strategy: str) -> None:
-    """Refuse a strategy name that is not one of `STRATEGIES`, listing them."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-
-
-def strategy_stages(strategy: str, n_groups: int, *, k: int = 2,
-                    decay: float = ULMFIT_DECAY) -> list[tuple[str, int]]:
-    """The stages of ``strategy`` on a model with ``n_groups`` layer groups, as
-    ``(stage name, index of the first trainable group)``: that group and every
-    group above it train, the ones below are frozen.
-
-    >>> strategy_stages("lp_ft", 4)
-    [('linear probe', 3), ('fine-tune all', 0)]
-    >>> strategy_stages("gradual", 3)
-    [('top 1 of 3 groups', 2), ('top 2 of 3 groups', 1), ('top 3 of 3 groups', 0)]
-    """
-    check_strategy(strategy)
-    if strategy == "partial" and not (isinstance(k, int) and 1 <= k <= n_groups):
-        raise ValueError(f"partial trains the top k groups: k must be 1 … {n_groups}, got {k!r}.")
-    probe = ("linear probe", n_groups - 1)
-    return {
-        "scratch": [("from scratch", 0)],
-        "linear_probe": [probe],
-        "full": [("fine-tune all", 0)],
-        "partial": [(f"top {k} groups", n_groups - k)],
-        "gradual": [(f"top {t} of {n_groups} groups", n_groups - t)
-                    for t in range(1, n_groups + 1)],
-        "discriminative": [(f"all groups, lr ÷{decay:g} per group", 0)],
-        "lp_ft": [probe, ("fine-tune all", 0)],
-    }[strategy]
-
-
-def set_trainable(model: nn.Module, strategy: str, stage: int = 0, *, k: int = 2,
-                  bn: str = "train") -> nn.Module:
-    """Freeze and unfreeze ``model`` as stage ``stage`` of ``strategy`` trains it.
-
-    A linear probe freezes everything but the head, BatchNorm statistics
-    included; the other stages use `freeze_to` with the ``bn`` policy.
-    `trainable_report(model)` then shows what that stage will train.
-    """
-    stages = strategy_stages(strategy, len(layer_groups(model)), k=k)
-    if not -len(stages) <= stage < len(stages):
-        raise ValueError(f"{strategy} has {len(stages)} stage(s); stage {stage} does not exist.")
-    name, first = stages[stage]
-    if name == "linear probe":
-        freeze(model, bn="freeze")
-        unfreeze(model, find_head(model))
-    else:
-        freeze_to(model, first, bn=bn)
-    return model
-
-
 def fine_tune(
     model: nn.Module,
     train: Any,
@@ -282,22 +213,16 @@ def fine_tune(
     cache: bool = True,
     seed: int | None = 0,
     progress: bool = True,
+    r: int = 8,
+    alpha: float = 16,
+    targets: Sequence[str] | None = None,
     **fit_options: Any,
 ) -> FineTuneResult:
-    """Fine-tune ``model`` (a backbone with a head, e.g. a `Classifier`) in place.
-
-    Strategies (stages run one after the other, each with a fresh optimizer
-    built by `param_groups`, so every unfrozen parameter is in it):
-
-    ==================  ====================================================================
-    ``scratch``         re-initialise every layer (`reset_parameters`), train everything
-    ``linear_probe``    train only the head on the frozen backbone's features (cached)
-    ``full``            train everything from the pre-trained weights
-    ``partial``         train the top ``k`` layer groups (the head counts), freeze the rest
-    ``gradual``         head first, then unfreeze one more group per stage (ULMFiT)
-    ``discriminative``  train everything, the rate divided by ``decay`` per group down
-    ``lp_ft``           linear probe, then ``full`` from the probed head (Kumar et al.)
-    ==================  ====================================================================
+    """Fine-tune ``model`` (a backbone with a head, e.g. a `transferkit.heads.Classifier`)
+    in place with ``strategy``: ``scratch``, ``linear_probe``, ``full``, ``partial``,
+    ``gradual``, ``discriminative``, ``lp_ft`` or ``lora`` (what each trains, stage by
+    stage: `transferkit.strategies`). The stages run one after the other, each with a
+    fresh optimizer built by `param_groups`, so every unfrozen parameter is in it.
 
     Args:
         epochs: epochs per stage (``gradual`` has one stage per group).
@@ -310,6 +235,8 @@ def fine_tune(
             that is what makes its features fixed, and cacheable.
         cache: train a linear probe on cached features (`extract_features`)
             instead of running the backbone every epoch.
+        r, alpha, targets: ``lora``'s rank, scale and the Linear layers it adapts
+            (`transferkit.strategies.adapt`; default: every Linear but the head).
         fit_options: passed to `transferkit.train.fit` (``early_stopping``,
             ``callbacks``, ``device`` …).
 
@@ -324,6 +251,8 @@ def fine_tune(
     if bn not in BN_POLICIES:
         raise ValueError(f"bn must be one of {BN_POLICIES}, got {bn!r}.")
     check_finite_inputs(train, val, model)  # before any stage or cached feature is computed
+    # LoRA's adapters go in first, on the device the model came on (where they are drawn)
+    adapt(model, strategy, r=r, alpha=alpha, targets=targets)
     groups = layer_groups(model)
     plan = strategy_stages(strategy, len(groups), k=k, decay=decay)
     opt_class = _optimizer_class(optimizer)
@@ -344,18 +273,19 @@ def fine_tune(
     model.to(ranks.device(device))
     ranks.broadcast(model.state_dict().values())
     x_val = as_xy(val, "val")[0] if val is not None else None
-    before = features(x_val) if x_val is not None and strategy != "scratch" else None
-    if strategy == "scratch":
+    record = TABLE[strategy]
+    before = features(x_val) if x_val is not None and not record.reset else None
+    if record.reset:  # scratch: the architecture without what it learned
         with seeded(seed) if seed is not None else contextlib.nullcontext():
             reset_parameters(model)
 
     stages: list[Stage] = []
     for i, (name, first) in enumerate(plan):
         set_trainable(model, strategy, i, k=k, bn=bn)
-        probing = name == "linear probe"
-        rate = head_lr if probing or (strategy == "gradual" and i == 0) else lr
+        probing = name == PROBE
+        rate = head_lr if probing or (record.head_lr_first and i == 0) else lr
         # discriminative: the rate is divided by `decay` per group down from the head
-        rates = dict(decay=decay) if strategy == "discriminative" else {}
+        rates = dict(decay=decay) if record.decay else {}
         run_on, train_on, val_on = model, train, val
         if probing and cache:  # the backbone is fixed: train the head on its stored features
             run_on = model.get_submodule(head_name)
@@ -379,7 +309,8 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
                     **options: Any) -> Callable[..., nn.Module]:
     """A `transferkit.experiments` study method: build a fresh model, `fine_tune` it.
 
-    ``make_model()`` must return a *new* model each time (e.g. a `Classifier` on a
+    ``make_model()`` must return a *new* model each time (e.g. a
+    `transferkit.heads.Classifier` on a
     ``copy.deepcopy`` of the pre-trained encoder), so no trial sees another's
     training. Training lengths are counted in optimizer steps, so a trial with 10
     labels and one with 1,000 get the same number of updates: the epochs follow
@@ -419,11 +350,6 @@ def finetune_method(make_model: Callable[[], nn.Module], strategy: str, *, steps
 
 
 __all__ = [
-    "BN_POLICIES", "Classifier", "FineTuneResult", "LayerGroup", "STRATEGIES", "Stage",
-    "TrainableReport", "ULMFIT_DECAY", "bn_stats_frozen", "check_strategy", "clear_feature_cache",
-    "extract_features", "feature_drift", "feature_key", "feature_size", "find_head", "fine_tune",
-    "finetune_method", "freeze", "freeze_bn_stats", "freeze_to", "group_learning_rates",
-    "layer_groups", "no_weight_decay", "param_groups", "replace_head", "reset_parameters",
-    "set_trainable", "strategy_stages", "trainable_parameters", "trainable_report", "unfreeze",
-    "unfreeze_bn_stats", "untrained_parameters", "without_head",
+    "FineTuneResult", "Stage", "clear_feature_cache", "extract_features", "feature_drift",
+    "feature_key", "fine_tune", "finetune_method",
 ]

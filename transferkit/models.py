@@ -401,7 +401,7 @@ def backbone(
             installed, hash-checked ImageNet file (`transferkit.efficientnet_lite`).
         num_classes: the size of the head. Default: the weights' (1000 for
             ImageNet, the file's own for a file); another number gives a new,
-            untrained head (`transferkit.finetune.replace_head`).
+            untrained head (`transferkit.heads.replace_head`).
         small_images: adapt the first layer to small inputs
             (`adapt_to_small_images`) after the weights are loaded. A file saved
             by `save_backbone` records how it was built; that wins.
@@ -477,7 +477,7 @@ def small_cnn(num_classes: int = 10, *, width: int = 16, in_channels: int = 1) -
     Four blocks ``conv1`` … ``conv4`` (3×3 convolution, BatchNorm, ReLU) with
     ``width``, 2·width, 4·width and 4·width channels, a 2×2 max pool after blocks
     2 and 4 (8×8 → 4×4 → 2×2), then ``head``: average pool and a linear layer.
-    Each block is one layer group (`transferkit.finetune.layer_groups`), the unit
+    Each block is one layer group (`transferkit.layers.layer_groups`), the unit
     that lesson 05 copies, freezes or fine-tunes.
 
     >>> net = small_cnn(5)

@@ -64,7 +64,7 @@ def make_optimizer(optimizer: Any, model: nn.Module, lr: float | None,
                 f"{len(left_out)} trainable parameters are not in the optimizer, so they will "
                 f"not change: {', '.join(left_out[:6])}{' …' if len(left_out) > 6 else ''}. "
                 "Build the optimizer over all the parameters you unfroze (e.g. "
-                "transferkit.finetune.param_groups(model, lr)), or freeze these.",
+                "transferkit.freezing.param_groups(model, lr)), or freeze these.",
                 UserWarning, stacklevel=3,
             )
         return optimizer

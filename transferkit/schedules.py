@@ -6,7 +6,7 @@ for every optimizer step ``t`` of a run of ``total`` steps::
     lr_t = lr * schedule(t, total)
 
 so one schedule works for any run length, and with discriminative learning
-rates (`transferkit.finetune.param_groups`) every group keeps its ratio to the
+rates (`transferkit.freezing.param_groups`) every group keeps its ratio to the
 others: the multiplier scales them all.
 
 ================================  =================================================================

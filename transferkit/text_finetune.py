@@ -6,7 +6,8 @@ strategy)` is a label-budget study method (``method(train, val, seed)`` → a
 `TextPredictor`) that trains a fresh `TextClassifier` on a copy of the pre-trained
 encoder: ``"partial"`` (the top k layers and the head; the frozen bottom runs once per
 text, `transferkit.cached_bottom`), ``"full"`` (everything) or ``"lora"`` (low-rank
-adapters of the attention, and the head: `transferkit.lora`).
+adapters of the attention, and the head: `transferkit.lora`). What each trains is
+decided where every fine-tuning strategy's is, in `transferkit.strategies`.
 
 **How the transformer is fine-tuned** is a `Recipe`: the rates, the schedule (BERT's
 linear warm-up and decay), weight decay off LayerNorm and biases, how many epochs, and
@@ -43,24 +44,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cached_bottom import CachedBottomClassifier
 from .callbacks import StepCurve
 from .data import Data
 from .device import model_device, pick_device, seeded
 from .finetune import feature_drift
 from .freezing import no_weight_decay
 from .heads import TextClassifier
-from .lora import add_lora
 from .modes import eval_mode
 from .optimizers import fused_optimizer
 from .schedules import linear
 from .stats import compare_per_item
+from .strategies import adapt, set_trainable
 from .text import TextModel, encode, token_ids
 from .text_data import check_texts
 from .text_methods import EmbeddingTable, Method, TextPredictor, train_probe
 from .train import epoch_batches, epochs_for_steps, fit
 
-TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
+TRANSFORMER_STRATEGIES = ("partial", "full", "lora")  # of transferkit.strategies.TABLE
 RECIPE_FILE = Path(__file__).resolve().parent / "assets" / "text_recipe.json"
 
 
@@ -88,7 +88,7 @@ def text_classifier(table: EmbeddingTable, train: Data, *, seed: int = 0,
 
     Its head is new (random, seeded) unless ``probe_first``: then it starts as the
     linear probe trained on ``train``'s frozen vectors (`train_probe`), the first
-    stage of LP-FT.
+    stage of LP-FT (``lp_ft`` in `transferkit.strategies`), run on the table's vectors.
     """
     n_classes = int(train.y.max()) + 1
     with seeded(seed):
@@ -97,25 +97,6 @@ def text_classifier(table: EmbeddingTable, train: Data, *, seed: int = 0,
         probe = train_probe(table.vectors(train.x), train.y, n_classes, seed=seed,
                             **probe_options)
         net.head.load_state_dict(probe.state_dict())
-    return net
-
-
-def prepare(net: TextClassifier, strategy: str, *, k: int = 2, r: int = 8,
-            alpha: float = 16) -> nn.Module:
-    """Make ``net`` ready for ``strategy``; returns the module to train.
-
-    ``"full"``: every parameter trains. ``"partial"``: the top ``k`` encoder layers
-    and the head train, the rest is frozen and run once per text
-    (`CachedBottomClassifier`). ``"lora"``: rank-``r`` adapters on every
-    attention query and value projection, and the head, train
-    (`transferkit.lora.add_lora`); everything pre-trained is frozen.
-    """
-    if strategy not in TRANSFORMER_STRATEGIES:
-        raise ValueError(f"strategy must be one of {TRANSFORMER_STRATEGIES}, got {strategy!r}.")
-    if strategy == "partial":
-        return CachedBottomClassifier(net, k)
-    if strategy == "lora":  # add_lora freezes everything but the adapters and the head
-        add_lora(net, r=r, alpha=alpha, targets=("query", "value"))
     return net
 
 
@@ -325,9 +306,12 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
     Trains with ``recipe`` (default: `RECIPES[strategy]`, chosen on validation), with
     any of its settings changed by keyword, e.g. ``transformer_method(table, "full",
     lr=1e-3)``. Per trial: a fresh `text_classifier` (a new head, or the probe's when
-    ``recipe.head == "probe"``), made ready by `prepare`, moved to ``device`` (default
-    `pick_device`), trained by `fit` with AdamW (`optimizer_groups`) and the recipe's
-    schedule. Texts longer than ``max_length`` tokens are cut.
+    ``recipe.head == "probe"``), made ready by `transferkit.strategies` (``"partial"``:
+    the top ``k`` blocks and the head train, the frozen bottom runs once per text, a
+    `transferkit.cached_bottom.CachedBottomClassifier`; ``"lora"``: rank-``r`` adapters
+    on every attention query and value projection, and the head), moved to ``device``
+    (default `pick_device`), trained by `fit` with AdamW (`optimizer_groups`) and the
+    recipe's schedule. Texts longer than ``max_length`` tokens are cut.
 
     ``curve=(data, every)`` measures accuracy on ``data`` every ``every`` steps in the
     run with seed 0 (a learning curve; `transferkit.callbacks.StepCurve`; one per study,
@@ -347,9 +331,11 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
         start = time.perf_counter()
         with seeded(seed):  # the same head, batches and dropout for a seed: reproducible
             net = text_classifier(table, train, seed=seed, probe_first=recipe.head == "probe")
+            adapt(net, strategy, r=r, alpha=alpha, targets=("query", "value"))  # lora only
+            # k blocks and the head are the top k + 1 layer groups
+            trained = set_trainable(net, strategy, k=k + 1, cache_bottom=strategy == "partial")
             # on the device fit trains on before the optimizer is built over its parameters
-            trained = prepare(net, strategy, k=k, r=r, alpha=alpha).to(pick_device(
-                None if device is None else str(device)))
+            trained = trained.to(pick_device(None if device is None else str(device)))
             optimizer = fused_optimizer(torch.optim.AdamW,
                                         optimizer_groups(trained, net.head, recipe))
             ids = token_ids(tokenizer, train.x, max_length=max_length)
@@ -393,7 +379,6 @@ def transformer_method(table: EmbeddingTable, strategy: str, recipe: Recipe | No
 
 __all__ = [
     "RECIPES", "RECIPE_FILE", "Recipe", "TRANSFORMER_STRATEGIES", "encoder_drift",
-    "length_grouped", "optimizer_groups", "predict_texts", "prepare", "recipe_for",
-    "recipe_search", "search_table", "text_classifier",
-    "transformer_method",
+    "length_grouped", "optimizer_groups", "predict_texts", "recipe_for", "recipe_search",
+    "search_table", "text_classifier", "transformer_method",
 ]

@@ -48,8 +48,6 @@ from .text import TextModel, encode, zero_shot_scores
 from .text_data import check_texts
 from .train import epochs_for_steps, fit, predict
 
-TRANSFORMER_STRATEGIES = ("partial", "full", "lora")
-
 Method = Callable[[Data, Data, int], "TextPredictor"]
 
 

@@ -15,24 +15,17 @@ from ..callbacks import Callback, FitState
 from ..data import budget_label, budget_words, few_labels
 from ..device import seeded
 from ..experiments import check_budgets
-from ..finetune import (
-    STRATEGIES,
-    FineTuneResult,
-    Stage,
-    check_strategy,
-    fine_tune,
-    layer_groups,
-    set_trainable,
-    strategy_stages,
-    trainable_report,
-)
+from ..finetune import FineTuneResult, Stage, fine_tune
+from ..freezing import trainable_report
+from ..layers import layer_groups
+from ..strategies import STRATEGIES, check_strategy, set_trainable, strategy_stages
 from ..train import evaluate
 from .common import Panel, guarded, show_in
 
 
 def stage_reports_html(model: nn.Module, strategy: str, *, k: int = 2, bn: str = "train") -> str:
     """What each stage of ``strategy`` trains in ``model``, as HTML: one
-    `transferkit.finetune.trainable_report` table per stage, under its name.
+    `transferkit.freezing.trainable_report` table per stage, under its name.
 
     Freezes and unfreezes ``model`` stage by stage (`set_trainable`), so pass a
     fresh model, not one you still want to train.
@@ -128,12 +121,12 @@ def finetune_lab(  # noqa: PLR0915  (its controls' callbacks nest inside)
     """Fine-tune a pre-trained network your way, and watch what trains and how.
 
     ``make_model()`` returns a *new* model each time: a
-    `transferkit.finetune.Classifier` on a copy of the pre-trained encoder
+    `transferkit.heads.Classifier` on a copy of the pre-trained encoder
     (``lambda: Classifier(copy.deepcopy(encoder), 10)``); a model sharing weights
     with an earlier one is refused, since training it would change the encoder.
     ``splits`` is ``(train, val, test)``.
 
-    Controls: the strategy (`transferkit.finetune.STRATEGIES`), the labels per
+    Controls: the strategy (`transferkit.strategies.STRATEGIES`), the labels per
     class (``budgets``; None = all), the learning rate of the stages that train the
     encoder (a linear probe's head gets 10×, see `fine_tune`), the epochs per stage,
     and a "train" button. Tables under the controls show, for each stage of the
@@ -153,7 +146,7 @@ def finetune_lab(  # noqa: PLR0915  (its controls' callbacks nest inside)
     budgets = check_budgets(budgets, train.y)
     if budget not in budgets:
         raise ValueError(f"budget {budget!r} is not one of the budgets {budgets}.")
-    check_strategy(strategy)
+    check_strategy(strategy, STRATEGIES)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     if not lr > 0:

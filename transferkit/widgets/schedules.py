@@ -11,9 +11,10 @@ from torch import nn
 
 from .. import plots, schedules
 from ..experiments import accuracy, epochs_for_steps
-from ..finetune import check_strategy, fine_tune
+from ..finetune import fine_tune
 from ..schedules import SCHEDULES
 from ..selection import rows_html
+from ..strategies import STRATEGIES, check_strategy
 from .common import Panel, guarded, show_in
 
 
@@ -54,7 +55,7 @@ def schedule_lab(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-    check_strategy(strategy)
+    check_strategy(strategy, STRATEGIES)
     if (make_model is None) != (train is None) or (train is None) != (val is None):
         raise ValueError("to train, pass all of make_model, train and val; to only look at "
                          "the schedules, pass none of them.")

@@ -12,7 +12,7 @@ from torch import nn
 from .. import plots
 from ..data import budget_label, budget_words, few_labels
 from ..experiments import check_budgets
-from ..finetune import layer_groups
+from ..layers import layer_groups
 from ..stats import compare_methods
 from ..stats import describe as describe_record
 from ..train import evaluate
