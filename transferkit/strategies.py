@@ -97,7 +97,7 @@ def _rate_per_group(n_groups: int, k: int, decay: float) -> list[tuple[str, int]
 
 TABLE: dict[str, Strategy] = {s.name: s for s in (
     Strategy("scratch", _everything("from scratch"), reset=True),
-    Strategy("linear_probe", _nothing_more, probe_first=True),
+    Strategy("linear_probe", _nothing_more, probe_first=True),  # the probe alone
     Strategy("full", _everything("fine-tune all")),
     Strategy("partial", _top_k),
     Strategy("gradual", _one_more_group_per_stage, head_lr_first=True),
