@@ -18,8 +18,8 @@ MAX_LINES = 520  # "about 500 lines at most": one concept per module
 CORE = ["attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "data", "device",
         "distributed", "efficientnet_lite", "encoder", "experiments", "finetune", "freezing", "gd",
         "heads", "imagenet", "integrity", "layers", "lora", "metrics", "model_files", "models",
-        "modes", "optimizers", "precision", "preflight", "schedules", "selection", "stats",
-        "strategies", "tables", "text", "text_data",
+        "modes", "optimizers", "precision", "preflight", "schedules", "selection",
+        "small_images", "stats", "strategies", "tables", "text", "text_data",
         "text_finetune", "text_grid", "text_methods", "train", "transferability"]
 
 

@@ -12,8 +12,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(transferkit.__path__))
 # Modules whose docstrings show examples: a test that finds none there has lost them.
 WITH_EXAMPLES = {"autoencoder", "data", "device", "distributed", "efficientnet_lite", "experiments",
                  "finetune", "freezing", "gd", "heads", "imagenet", "layers", "lora", "metrics",
-                 "model_files", "models", "modes", "stats", "strategies", "student", "text",
-                 "text_data", "train", "transferability"}
+                 "model_files", "models", "modes", "small_images", "stats", "strategies", "student",
+                 "text", "text_data", "train", "transferability"}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,5 @@
-"""transferkit.imagenet (predict_top) and transferkit.efficientnet_lite (installed weights).
+"""transferkit.imagenet (predict_top), transferkit.efficientnet_lite (installed weights)
+and its record in transferkit.models (LITE0_IMAGENET).
 
 Nothing here downloads: torchvision "ImageNet weights" are random files the tests write
 into a temporary torch cache, and EfficientNet-Lite0's weights come from the installed
@@ -20,14 +21,9 @@ from transferkit.efficientnet_lite import (
     read_weights,
     weights_file,
 )
-from transferkit.finetune import (
-    clear_feature_cache,
-    extract_features,
-    freeze,
-    layer_groups,
-    replace_head,
-    without_head,
-)
+from transferkit.finetune import clear_feature_cache, extract_features
+from transferkit.freezing import freeze
+from transferkit.heads import replace_head, without_head
 from transferkit.imagenet import (
     Guess,
     digit_photos,
@@ -39,7 +35,15 @@ from transferkit.imagenet import (
     top_label,
 )
 from transferkit.integrity import IntegrityError, sha256_file
-from transferkit.models import backbone, cached_weights_path, imagenet_categories, weights_enum
+from transferkit.layers import layer_groups
+from transferkit.models import (
+    BACKBONES,
+    LITE0_IMAGENET,
+    backbone,
+    cached_weights_path,
+    imagenet_categories,
+    weights_enum,
+)
 from transferkit.stats import compare_methods
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -267,3 +271,23 @@ def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
     [record] = compare_methods(rows, "ImageNet features, 32 px", "logistic regression (pixels)")
     assert record["source"] == "seeds and items"
     assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)
+
+
+def test_thumbnails_show_the_square_the_network_looks_at():
+    """One centre-crop-and-resize for both: the thumbnail at 224 pixels is the network's
+    input before TF-Lite's scaling (pixel − 127) / 128."""
+    photo = _photo("coffee")  # 400 × 600: the centre square is columns 100 to 499
+    seen = TFLitePreprocess()(torch.from_numpy(photo).permute(2, 0, 1))
+    thumb = thumbnails([photo], size=224)[0]
+    assert torch.allclose(seen * 128 + 127, thumb * 255, atol=1e-3)
+
+
+def test_lite0_record_describes_the_installed_file_and_its_preprocessing():
+    assert LITE0_IMAGENET.file.endswith(weights_file().name)
+    assert LITE0_IMAGENET.sha256 == sha256_file(weights_file()) == SHA256
+    assert isinstance(LITE0_IMAGENET.transforms(), TFLitePreprocess)
+    assert LITE0_IMAGENET.categories() == imagenet_categories()
+    assert BACKBONES["efficientnet_lite0"].installed["DEFAULT"] is LITE0_IMAGENET
+    images = torch.rand(2, 3, 224, 224)  # already the network's size: scaling alone
+    assert torch.allclose(LITE0_IMAGENET.normalise(images), TFLitePreprocess()(images),
+                          atol=1e-5)

@@ -1,4 +1,5 @@
-"""transferkit.models: torchvision backbones with random, cached or local-file weights, offline.
+"""transferkit.models: backbones described by records, with random, cached or local-file
+weights, offline; transferkit.small_images: their first layer for 8×8 images.
 
 No test downloads anything: "pre-trained" weights are files the tests write themselves,
 in the same format as torchvision's downloads.
@@ -12,25 +13,25 @@ import torch
 from torch import nn
 
 from transferkit.checkpoint import CheckpointError
-from transferkit.finetune import (
-    clear_feature_cache,
-    extract_features,
-    find_head,
-    freeze,
-    layer_groups,
-    replace_head,
-    without_head,
-)
+from transferkit.finetune import clear_feature_cache, extract_features
+from transferkit.freezing import freeze
+from transferkit.heads import find_head, replace_head, without_head
+from transferkit.layers import layer_groups
 from transferkit.models import (
+    BACKBONES,
     FAMILIES,
+    Family,
+    PretrainedWeights,
     WeightsUnavailableError,
-    adapt_to_small_images,
     backbone,
     cached_weights_path,
     online,
+    preprocess,
+    pretrained_weights,
     save_backbone,
     weights_enum,
 )
+from transferkit.small_images import adapt_to_small_images
 
 HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v3_small": "classifier.3",
          "mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1",
@@ -55,7 +56,8 @@ def _images(name, n=2, size=64, channels=3):
 def test_families_cover_the_issue():
     assert {"resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
             "vit_b_16", "vgg16", "vgg11_bn", "densenet121", "efficientnet_lite0"} <= set(FAMILIES)
-    assert set(HEADS) == set(FAMILIES)
+    assert set(HEADS) == set(FAMILIES) == set(BACKBONES)
+    assert {name: BACKBONES[name].head for name in FAMILIES} == HEADS  # the records say it
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -123,6 +125,62 @@ def test_one_channel_stem_keeps_pretrained_filters_for_grey_images(offline):
     image = torch.rand(2, 1, 64, 64)
     with torch.no_grad():  # a grey image is R = G = B, so summing the RGB filters is exact
         assert torch.allclose(grey(image), rgb(image.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+# --- families and weights as records -------------------------------------------------------
+
+
+def _toy_family(loads):
+    """A family of our own, with one set of installed weights: only records, no branch."""
+    def build(num_classes):
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, num_classes))
+
+    def load(progress):
+        loads.append(progress)
+        model = build(3)
+        nn.init.constant_(model[3].bias, 1.0)
+        return model
+
+    weights = PretrainedWeights(name="toy weights (toy.pt)", file="toy/toy.pt", sha256=None,
+                                load=load, transforms=lambda: nn.Identity(), mean=(0.5,) * 3,
+                                std=(0.25,) * 3, categories=lambda: ["a", "b", "c"])
+    return Family("toy", build, "3", installed={"DEFAULT": weights})
+
+
+def test_a_family_is_a_record_that_backbone_reads(monkeypatch):
+    """A new family needs a record and nothing else: its network, head, weights, transform,
+    pixel scaling and class names all come from it."""
+    import transferkit.models as models
+
+    loads = []
+    monkeypatch.setitem(models.BACKBONES, "toy", _toy_family(loads))
+    monkeypatch.setattr(models, "FAMILIES", (*FAMILIES, "toy"))
+    model = backbone("toy", weights="DEFAULT", progress=False)
+    assert loads == [False] and torch.equal(model[3].bias, torch.ones(3))
+    info = model.backbone_info
+    assert info.weights == "toy weights (toy.pt)" and info.categories == ["a", "b", "c"]
+    assert isinstance(info.preprocess, nn.Identity)
+    assert torch.allclose(info.normalise(torch.full((1, 3, 2, 2), 0.75)), torch.ones(1, 3, 2, 2))
+    assert backbone("toy", weights="DEFAULT", num_classes=5)[3].out_features == 5  # head "3"
+    random = backbone("toy").backbone_info  # random weights, the default weights' transform
+    assert random.weights is None and random.categories is None and len(loads) == 2
+    assert isinstance(random.preprocess, nn.Identity) and random.normalise is not None
+    with pytest.raises(ValueError, match="toy takes weights='DEFAULT'"):
+        backbone("toy", weights="IMAGENET1K_V1")
+
+
+def test_torchvision_weights_become_the_same_records():
+    record = pretrained_weights("resnet18", "IMAGENET1K_V1")
+    assert record.name == "ResNet18_Weights.IMAGENET1K_V1"
+    assert record.file == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert len(record.categories()) == 1000 and record.categories()[0] == "tench"
+    assert record.mean == [0.485, 0.456, 0.406] and record.std == [0.229, 0.224, 0.225]
+    images = torch.rand(2, 3, 5, 5)
+    mean, std = torch.tensor(record.mean)[:, None, None], torch.tensor(record.std)[:, None, None]
+    assert torch.equal(record.normalise(images), (images - mean) / std)
+    assert repr(record.transforms()) == repr(preprocess("resnet18"))
+    assert pretrained_weights("resnet50").name == "ResNet50_Weights.IMAGENET1K_V2"  # DEFAULT
 
 
 # --- weights from files -------------------------------------------------------------------
@@ -407,7 +465,8 @@ def test_cached_imagenet_weights_load_offline_for_vgg_and_densenet(offline, name
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "densenet121", "efficientnet_lite0"])
 def test_every_strategy_fine_tunes_vgg_densenet_and_lite0_on_tiny_images(name):
-    from transferkit.finetune import STRATEGIES, fine_tune
+    from transferkit.finetune import fine_tune
+    from transferkit.strategies import STRATEGIES
 
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 2

@@ -19,7 +19,8 @@ training           ``train`` (``fit`` / ``evaluate`` / ``predict``), ``callbacks
                    ``preflight`` (one small batch before training: clear errors)
 model surgery      ``heads`` (``Classifier``, ``replace_head``), ``layers``
                    (``layer_groups``), ``freezing`` (``freeze``, BatchNorm policy,
-                   ``param_groups``, ``trainable_report``), ``lora`` (low-rank updates)
+                   ``param_groups``, ``trainable_report``), ``lora`` (low-rank updates),
+                   ``small_images`` (a new first layer for 8×8 to 32×32 inputs)
 foundations        ``device``, ``precision`` (mixed precision on CUDA), ``distributed``
                    (what ``fit`` does under ``torchrun``),
                    ``modes``, ``data``, ``gd``, ``schedules``, ``stats`` (paired comparisons),
@@ -44,8 +45,8 @@ _SUBMODULES = {
     "attention", "autoencoder", "cached_bottom", "callbacks", "checkpoint", "checks", "cli",
     "data", "device", "distributed", "doctor", "encoder", "experiments", "finetune", "freezing",
     "gd", "heads", "integrity", "layers", "lora", "magics", "metrics", "model_files", "models",
-    "modes", "optimizers", "plots", "precision", "preflight", "schedules", "selection", "stats",
-    "strategies", "student", "tables",
+    "modes", "optimizers", "plots", "precision", "preflight", "schedules", "selection",
+    "small_images", "stats", "strategies", "student", "tables",
     "text", "text_checks", "text_data", "text_finetune", "text_grid", "text_methods", "train",
     "transferability", "widgets", "workspace",
 }

@@ -17,8 +17,8 @@ checkpoint (Apache-2.0) converted to a plain PyTorch state dict. So:
    (``_conv_stem``, ``_blocks.0._depthwise_conv`` …), but holds the same 296
    tensors in the same order as timm's state dict. `map_state_dict` pairs them
    in order and checks every shape, so no tensor lands in the wrong place.
-4. **Preprocessing** (TF-Lite's): RGB, a centre square crop, 224 × 224,
-   ``(pixel − 127) / 128`` on 0–255 values (`TFLitePreprocess`).
+4. **Preprocessing** (TF-Lite's): RGB, a centre square crop, 224 × 224
+   (`centre_square`), ``(pixel − 127) / 128`` on 0–255 values (`TFLitePreprocess`).
 
 Nothing here touches the network, ever.
 """
@@ -40,6 +40,7 @@ FILENAME = "efficientnet-lite0-57934424.pth"
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 TIMM_NAME = "tf_efficientnet_lite0"
 IMAGE_SIZE = 224
+MEAN, STD = 127.0, 128.0  # TF-Lite's pixel scaling, (pixel − MEAN) / STD on 0–255 values
 
 
 def weights_file() -> Path:
@@ -97,6 +98,21 @@ def pretrained(path: str | Path | None = None) -> nn.Module:
     return model
 
 
+def centre_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre square of each image (N, C, H, W), resized to ``size`` × ``size``
+    (bilinear, antialiased): what a network that takes square photos looks at.
+
+    >>> centre_square(torch.rand(2, 3, 30, 40), 16).shape   # columns 5 to 34 of each
+    torch.Size([2, 3, 16, 16])
+    """
+    h, w = images.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = images[..., top:top + side, left:left + side]
+    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
 class TFLitePreprocess(nn.Module):
     """TF-Lite's preprocessing for EfficientNet-Lite: centre square crop, resize to
     224 × 224, ``(pixel − 127) / 128``.
@@ -120,18 +136,12 @@ class TFLitePreprocess(nn.Module):
             image = pil_to_tensor(image.convert("RGB"))
         pixels = image.float() if image.dtype == torch.uint8 else image.float() * 255
         batch = pixels if pixels.ndim == 4 else pixels.unsqueeze(0)
-        h, w = batch.shape[-2:]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        square = batch[..., top:top + side, left:left + side]
-        resized = F.interpolate(square, size=(self.size, self.size), mode="bilinear",
-                                align_corners=False, antialias=True)
-        out = (resized - 127.0) / 128.0
+        out = (centre_square(batch, self.size) - MEAN) / STD
         return out if pixels.ndim == 4 else out[0]
 
     def extra_repr(self) -> str:
         return f"centre square crop, resize to {self.size}x{self.size}, (pixel - 127) / 128"
 
 
-__all__ = ["FILENAME", "SHA256", "TFLitePreprocess", "build", "map_state_dict", "pretrained",
-           "read_weights", "weights_file"]
+__all__ = ["FILENAME", "MEAN", "SHA256", "STD", "TFLitePreprocess", "build", "centre_square",
+           "map_state_dict", "pretrained", "read_weights", "weights_file"]

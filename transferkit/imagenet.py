@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from .data import Data, Splits
 from .device import model_device
-from .efficientnet_lite import TFLitePreprocess
+from .efficientnet_lite import TFLitePreprocess, centre_square
 from .experiments import label_budget_study, logistic_regression
 from .finetune import extract_features
 from .heads import without_head
@@ -143,12 +143,7 @@ def thumbnails(images: list[Any], size: int = 128) -> torch.Tensor:
     for image in images:
         pixels = image_tensor(image)
         pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
-        h, w = pixels.shape[-2:]
-        side = min(h, w)
-        square = pixels[:, (h - side) // 2:(h - side) // 2 + side,
-                        (w - side) // 2:(w - side) // 2 + side]
-        out.append(F.interpolate(square[None], size=(size, size), mode="bilinear",
-                                 antialias=True, align_corners=False)[0].clamp(0, 1))
+        out.append(centre_square(pixels[None], size)[0].clamp(0, 1))
     return torch.stack(out)
 
 

