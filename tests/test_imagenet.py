@@ -26,9 +26,6 @@ from transferkit.freezing import freeze
 from transferkit.heads import replace_head, without_head
 from transferkit.imagenet import (
     Guess,
-    digit_photos,
-    features_vs_pixels,
-    frozen_features,
     image_tensor,
     predict_top,
     thumbnails,
@@ -44,7 +41,6 @@ from transferkit.models import (
     imagenet_categories,
     weights_enum,
 )
-from transferkit.stats import compare_methods
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -243,34 +239,6 @@ def test_thumbnails_are_the_centre_squares_in_0_1():
     thumbs = thumbnails([wide, torch.rand(3, 30, 20)], size=16)
     assert thumbs.shape == (2, 3, 16, 16) and thumbs.min() >= 0 and thumbs.max() <= 1
     assert torch.allclose(thumbs[0], torch.ones(3, 16, 16))
-
-
-def test_digit_photos_are_dark_ink_on_light_paper_in_rgb():
-    x = torch.zeros(2, 1, 8, 8)
-    x[:, :, 3:5, :] = 1.0  # a bright stroke on black, as load_digits gives
-    photos = digit_photos(x, size=32)
-    assert photos.shape == (2, 3, 32, 32)
-    assert photos[0, 0, 0, 0] == 1.0 and photos[0, 0, 16, 16] < 0.1  # paper light, ink dark
-    assert torch.equal(photos[:, 0], photos[:, 2])
-    with pytest.raises(ValueError, match="grey images"):
-        digit_photos(torch.rand(2, 8, 8))
-
-
-def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
-    from transferkit.data import load_digits, train_val_test_split
-
-    digits = load_digits(images=True)
-    keep = torch.arange(0, len(digits.y), 12)  # 150 digits: a quick run
-    splits = train_val_test_split(digits.x[keep], digits.y[keep], seed=0)
-    rows = features_vs_pixels(lite0, splits, budgets=(2,), seeds=(0, 1), size=32)
-    assert sorted({r["method"] for r in rows}) == ["ImageNet features, 32 px",
-                                                   "logistic regression (pixels)"]
-    assert len(rows) == 4 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
-    # the same test digits, as pixels and as features: comparable image by image
-    assert len({r["test_fingerprint"] for r in rows}) == 1
-    [record] = compare_methods(rows, "ImageNet features, 32 px", "logistic regression (pixels)")
-    assert record["source"] == "seeds and items"
-    assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)
 
 
 def test_thumbnails_show_the_square_the_network_looks_at():

@@ -1,14 +1,20 @@
-"""transferkit.transferability: the layer-copying experiment (Yosinski et al. 2014)."""
+"""transferkit.transferability: the layer-copying experiment (Yosinski et al. 2014), and
+ImageNet features against pixels on the digits (EfficientNet-Lite0's installed weights)."""
 
 import pytest
 import torch
 from torch import nn
 
-from transferkit.finetune import bn_stats_frozen
+from transferkit.freezing import bn_stats_frozen
+from transferkit.models import backbone
+from transferkit.stats import compare_methods
 from transferkit.train import fit
 from transferkit.transferability import (
     BASELINE,
     copy_first_groups,
+    digit_photos,
+    features_vs_pixels,
+    frozen_features,
     max_depth,
     parse_method,
     study_methods,
@@ -100,3 +106,54 @@ def test_study_rows_and_summary(digit_tasks, tiny_cnn):
         assert s["mean"] == pytest.approx(sum(values) / 2)
     with pytest.raises(ValueError, match="no rows"):
         summarise_transfer([])
+
+
+# --- ImageNet features on the digits -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return backbone("efficientnet_lite0", weights="DEFAULT")  # installed: no download
+
+
+def test_digit_photos_are_dark_ink_on_light_paper_in_rgb():
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 3:5, :] = 1.0  # a bright stroke on black, as load_digits gives
+    photos = digit_photos(x, size=32)
+    assert photos.shape == (2, 3, 32, 32)
+    assert photos[0, 0, 0, 0] == 1.0 and photos[0, 0, 16, 16] < 0.1  # paper light, ink dark
+    assert torch.equal(photos[:, 0], photos[:, 2])
+    with pytest.raises(ValueError, match="grey images"):
+        digit_photos(torch.rand(2, 8, 8))
+
+
+def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
+    from transferkit.data import load_digits, train_val_test_split
+
+    digits = load_digits(images=True)
+    keep = torch.arange(0, len(digits.y), 12)  # 150 digits: a quick run
+    splits = train_val_test_split(digits.x[keep], digits.y[keep], seed=0)
+    rows = features_vs_pixels(lite0, splits, budgets=(2,), seeds=(0, 1), size=32)
+    assert sorted({r["method"] for r in rows}) == ["ImageNet features, 32 px",
+                                                   "logistic regression (pixels)"]
+    assert len(rows) == 4 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    # the same test digits, as pixels and as features: comparable image by image
+    assert len({r["test_fingerprint"] for r in rows}) == 1
+    [record] = compare_methods(rows, "ImageNet features, 32 px", "logistic regression (pixels)")
+    assert record["source"] == "seeds and items"
+    assert frozen_features(lite0, digit_photos(splits.test.x[:3], 32)).shape == (3, 1280)
+
+
+def test_frozen_features_scale_pixels_as_the_weights_expect(lite0):
+    """The record's scaling alone: TF-Lite's (pixel − 127) / 128 on 0–255 values."""
+    images = digit_photos(torch.rand(3, 1, 8, 8), 32)
+    expected = frozen_features(lite0, (images * 255 - 127) / 128, normalise=False)
+    assert torch.equal(frozen_features(lite0, images), expected)
+    assert not torch.allclose(frozen_features(lite0, images, normalise=False), expected)
+
+
+def test_frozen_features_refuse_a_small_image_network_whose_scaling_is_unknown():
+    model = backbone("resnet18", small_images=True)  # its inputs are used as they are
+    with pytest.raises(ValueError, match="cannot tell how Identity scales pixels.*normalise=False"):
+        frozen_features(model, torch.rand(2, 3, 8, 8))
+    assert frozen_features(model, torch.rand(2, 3, 8, 8), normalise=False).shape == (2, 512)

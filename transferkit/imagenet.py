@@ -16,12 +16,8 @@ An image can be a file path, a PIL image, a numpy array (H, W) or (H, W, 3)
 [0, 1]); pass one image or a list of them. The answer is one list of guesses per
 image. A network only knows its 1,000 categories and the kind of photos it was
 trained on: a photo of something else still gets 1,000 probabilities that sum to one.
-
-Then, the question of this course: do ImageNet features help on *our* task?
-`features_vs_pixels` measures it on the 8×8 digits: logistic regression on the
-frozen network's features (`frozen_features` of `digit_photos`: the digits as
-dark ink on light paper, enlarged, grey repeated to RGB) against logistic
-regression on the 64 pixels, with the same labelled draws.
+(Whether its features help on *our* task is a transfer study:
+`transferkit.transferability.features_vs_pixels`.)
 """
 
 from __future__ import annotations
@@ -32,14 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .data import Data, Splits
 from .device import model_device
-from .efficientnet_lite import TFLitePreprocess, centre_square
-from .experiments import label_budget_study, logistic_regression
-from .finetune import extract_features
-from .heads import without_head
+from .efficientnet_lite import centre_square
 from .modes import eval_mode
 
 
@@ -147,77 +138,4 @@ def thumbnails(images: list[Any], size: int = 128) -> torch.Tensor:
     return torch.stack(out)
 
 
-# --- ImageNet features on the course's digits ------------------------------------------------
-
-
-def digit_photos(x: torch.Tensor, size: int = 64) -> torch.Tensor:
-    """8×8 digits (N, 1, 8, 8), pixels in [0, 1], as an ImageNet network would like
-    them: dark ink on light paper (``1 − x``), enlarged to ``size`` pixels, grey
-    repeated to RGB. Returns (N, 3, size, size) floats in [0, 1]."""
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"digit_photos takes grey images (N, 1, H, W); got {tuple(x.shape)}.")
-    paper = 1 - x.float()
-    big = F.interpolate(paper, size=(size, size), mode="bilinear", align_corners=False)
-    return big.clamp(0, 1).expand(-1, 3, -1, -1)
-
-
-def _normalise(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The model's own pixel scaling, without its resize and crop (``images`` keep their size)."""
-    prepare = model.backbone_info.preprocess
-    if isinstance(prepare, TFLitePreprocess):
-        return (images * 255 - 127) / 128
-    mean, std = getattr(prepare, "mean", None), getattr(prepare, "std", None)
-    if mean is None or std is None:
-        raise ValueError(f"cannot tell how {type(prepare).__name__} scales pixels; pass images "
-                         "already scaled to frozen_features(..., normalise=False).")
-    return (images - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-
-
-def frozen_features(model: nn.Module, images: torch.Tensor, *, normalise: bool = True,
-                    batch_size: int = 64) -> torch.Tensor:
-    """What the frozen network computes just below its head (for EfficientNet-Lite0:
-    1,280 numbers per image, its global average pool), cached (`extract_features`)."""
-    inputs = _normalise(model, images) if normalise else images
-    with without_head(model):
-        return extract_features(model, inputs, batch_size=batch_size)
-
-
-def standardised_logistic_regression(train: Data, val: Data | None = None, seed: int = 0):
-    """Logistic regression on standardised inputs (each feature: mean 0, variance 1 on the
-    labelled examples), as scikit-learn's pipeline; a study method."""
-    from sklearn.linear_model import LogisticRegression  # heavy; only for this study
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = train.x.reshape(len(train.x), -1).numpy()
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    return model.fit(x, train.y.numpy())
-
-
-def features_vs_pixels(model: nn.Module, splits: Splits, *, budgets=(1, 3, 10, None),
-                       seeds=(0, 1, 2), size: int = 64, progress: bool = False
-                       ) -> list[dict[str, Any]]:
-    """Frozen ImageNet features against raw pixels on digits, at each label budget and seed.
-
-    ``splits`` holds 8×8 digit images (N, 1, 8, 8). The network sees every image
-    once (`digit_photos` at ``size`` pixels, `frozen_features`); then, for each
-    budget and seed, `standardised_logistic_regression` learns from the features
-    and `transferkit.experiments.logistic_regression` from the pixels, on the
-    same labelled examples. Returns `label_budget_study` rows for both methods (the
-    feature rows carry the pixel sets' fingerprints: they hold the same images).
-    """
-    method = f"ImageNet features, {size} px"
-    features = Splits(*[Data(frozen_features(model, digit_photos(d.x, size)), d.y)
-                        for d in splits])
-    rows = label_budget_study({"logistic regression (pixels)": logistic_regression}, splits,
-                              budgets=budgets, seeds=seeds, progress=progress)
-    feature_rows = label_budget_study({method: standardised_logistic_regression}, features,
-                                      budgets=budgets, seeds=seeds, progress=progress)
-    same_images = {k: v for k, v in rows[0].items() if k.endswith("_fingerprint")}
-    for row in feature_rows:  # the same digits, shown as features: comparable image by image
-        row.update(same_images)
-    return rows + feature_rows
-
-
-__all__ = ["Guess", "digit_photos", "features_vs_pixels", "frozen_features", "image_tensor",
-           "predict_top", "standardised_logistic_regression", "thumbnails", "top_label"]
+__all__ = ["Guess", "image_tensor", "predict_top", "thumbnails", "top_label"]

@@ -1,4 +1,6 @@
-"""How transferable are features? The layer-copying experiment of Yosinski et al. (2014).
+"""How transferable are features? Two studies: copying layers, and ImageNet features.
+
+**Copying layers**, the experiment of Yosinski et al. (2014).
 
 Train a network A on a *source* task. For a *target* task, build a new network
 of the same shape, copy A's first ``n`` layer groups into it, and train the rest
@@ -27,6 +29,12 @@ fine-tuned transfer never fell below the baseline and even beat it.
 `transferability_study` runs the whole grid (depths × frozen / fine-tuned ×
 label budgets × seeds) through `transferkit.experiments.label_budget_study`,
 and `summarise_transfer` turns it into one row per (mode, n, budget).
+
+**ImageNet features on the course's digits.** Do features learnt on photos help
+on 8×8 digits? `features_vs_pixels` measures it: logistic regression on a frozen
+ImageNet network's features (`frozen_features` of `digit_photos`: the digits as
+dark ink on light paper, enlarged, grey repeated to RGB) against logistic
+regression on the 64 pixels, with the same labelled draws.
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .data import Data
+from .data import Data, Splits
 from .device import seeded
-from .experiments import label_budget_study, summarise
+from .experiments import label_budget_study, logistic_regression, summarise
+from .finetune import extract_features
 from .freezing import freeze
+from .heads import without_head
 from .layers import layer_groups
 from .train import epochs_for_steps, fit
 
@@ -166,5 +178,76 @@ def summarise_transfer(rows: Sequence[dict[str, Any]],
     return summary
 
 
-__all__ = ["BASELINE", "MODES", "copy_first_groups", "max_depth", "parse_method",
+# --- ImageNet features on the course's digits ------------------------------------------------
+
+
+def digit_photos(x: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """8×8 digits (N, 1, 8, 8), pixels in [0, 1], as an ImageNet network would like
+    them: dark ink on light paper (``1 − x``), enlarged to ``size`` pixels, grey
+    repeated to RGB. Returns (N, 3, size, size) floats in [0, 1]."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"digit_photos takes grey images (N, 1, H, W); got {tuple(x.shape)}.")
+    paper = 1 - x.float()
+    big = F.interpolate(paper, size=(size, size), mode="bilinear", align_corners=False)
+    return big.clamp(0, 1).expand(-1, 3, -1, -1)
+
+
+def _normalise(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's own pixel scaling, without its resize and crop (``images`` keep their size):
+    its weights' record's (`transferkit.models.PretrainedWeights.normalise`)."""
+    info = model.backbone_info
+    if info.normalise is None:
+        raise ValueError(f"cannot tell how {type(info.preprocess).__name__} scales pixels; pass "
+                         "images already scaled to frozen_features(..., normalise=False).")
+    return info.normalise(images)
+
+
+def frozen_features(model: nn.Module, images: torch.Tensor, *, normalise: bool = True,
+                    batch_size: int = 64) -> torch.Tensor:
+    """What the frozen network computes just below its head (for EfficientNet-Lite0:
+    1,280 numbers per image, its global average pool), cached (`extract_features`)."""
+    inputs = _normalise(model, images) if normalise else images
+    with without_head(model):
+        return extract_features(model, inputs, batch_size=batch_size)
+
+
+def standardised_logistic_regression(train: Data, val: Data | None = None, seed: int = 0):
+    """Logistic regression on standardised inputs (each feature: mean 0, variance 1 on the
+    labelled examples), as scikit-learn's pipeline; a study method."""
+    from sklearn.linear_model import LogisticRegression  # heavy; only for this study
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = train.x.reshape(len(train.x), -1).numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    return model.fit(x, train.y.numpy())
+
+
+def features_vs_pixels(model: nn.Module, splits: Splits, *, budgets=(1, 3, 10, None),
+                       seeds=(0, 1, 2), size: int = 64, progress: bool = False
+                       ) -> list[dict[str, Any]]:
+    """Frozen ImageNet features against raw pixels on digits, at each label budget and seed.
+
+    ``splits`` holds 8×8 digit images (N, 1, 8, 8). The network sees every image
+    once (`digit_photos` at ``size`` pixels, `frozen_features`); then, for each
+    budget and seed, `standardised_logistic_regression` learns from the features
+    and `transferkit.experiments.logistic_regression` from the pixels, on the
+    same labelled examples. Returns `label_budget_study` rows for both methods (the
+    feature rows carry the pixel sets' fingerprints: they hold the same images).
+    """
+    method = f"ImageNet features, {size} px"
+    features = Splits(*[Data(frozen_features(model, digit_photos(d.x, size)), d.y)
+                        for d in splits])
+    rows = label_budget_study({"logistic regression (pixels)": logistic_regression}, splits,
+                              budgets=budgets, seeds=seeds, progress=progress)
+    feature_rows = label_budget_study({method: standardised_logistic_regression}, features,
+                                      budgets=budgets, seeds=seeds, progress=progress)
+    same_images = {k: v for k, v in rows[0].items() if k.endswith("_fingerprint")}
+    for row in feature_rows:  # the same digits, shown as features: comparable image by image
+        row.update(same_images)
+    return rows + feature_rows
+
+
+__all__ = ["BASELINE", "MODES", "copy_first_groups", "digit_photos", "features_vs_pixels",
+           "frozen_features", "max_depth", "parse_method", "standardised_logistic_regression",
            "study_methods", "summarise_transfer", "transfer_method", "transferability_study"]
