@@ -254,7 +254,7 @@ def fit(
     model.to(device)
     loss_fn = loss_function(loss)
     classify, initial_loss = preflight(model, x, y, loss_fn)
-    opt = make_optimizer(optimizer, model, lr, weight_decay)  # its warnings name fit's caller
+    opt = make_optimizer(optimizer, model, lr, weight_decay)  # here: its warning names your line
     schedule = get_schedule(schedule)
     batches = epoch_batches(len(x), batch_size)
     ranks.check_batches(batches)
