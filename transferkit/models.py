@@ -39,8 +39,9 @@ architecture, and its ImageNet weights come installed with the course
 Each set of weights is a `PretrainedWeights` record, as in torchvision and timm:
 its file and hash, how it loads, the transform its inputs need, its category
 names. `backbone` reads the records; it never asks which family it builds.
-The rest of the library (`transferkit.finetune`'s ``replace_head``,
-``layer_groups``, ``freeze``, ``extract_features`` …) works on all of them.
+The rest of the library (`transferkit.heads.replace_head`,
+`transferkit.layers.layer_groups`, `transferkit.freezing.freeze`,
+`transferkit.finetune.extract_features` …) works on all of them.
 ImageNet weights also bring their 1,000 category names
 (``backbone_info.categories``): `transferkit.imagenet.predict_top` uses them.
 """
