@@ -8,7 +8,7 @@
     python3 course.py gpu-check   # every lesson on this machine's GPU: device, seconds, errors
 
 Your copy holds the student versions: every exercise waits for your answer, and
-transferkit.student.solution("NN.name") shows the course's answer when you ask.
+transferkit.course.student.solution("NN.name") shows the course's answer when you ask.
 Instructors: `python3 course.py lab --instructor --workdir my-lessons-full` gives the
 full lessons, answers and instructor guide included.
 
@@ -34,7 +34,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".transferkit-install"
 CHROMIUM = os.environ.get("TRANSFERKIT_CHROMIUM", "/usr/bin/chromium")
-# The kernels' environment, as `transferkit lab` sets it (transferkit.cli.KERNEL_ENV says why)
+# The kernels' environment, as `transferkit lab` sets it (transferkit.course.cli.KERNEL_ENV says
+# why)
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 # The test command, the full tier (CI runs it): library tests, then nbval over every lesson
@@ -108,7 +109,7 @@ def ensure_chromium() -> None:
 def lab(args: list[str]) -> int:
     """`transferkit lab` on my-lessons/: the student versions (`--instructor`: the full lessons)."""
     ensure_venv(set())
-    command = [str(c) for c in [PYTHON, "-m", "transferkit.cli", "lab", "--lessons",
+    command = [str(c) for c in [PYTHON, "-m", "transferkit.course.cli", "lab", "--lessons",
                                 ROOT / "lessons", "--workdir", ROOT / "my-lessons", *args]]
     say(" ".join(command))
     if os.name == "posix":  # hand the terminal over: Ctrl-C and kill reach JupyterLab

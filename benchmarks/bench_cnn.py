@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_cnn.py [--device cpu|cuda] [--repeats 3] [--epochs 1]
                                              [--size 8] [--batch-size 64]
 
-The model: ``transferkit.models.backbone("resnet18", num_classes=10,
+The model: ``transferkit.vision.backbones.backbone("resnet18", num_classes=10,
 small_images=True, in_channels=1)`` (11.2 M weights; the small-image stem of
 lesson 05), freshly initialised with seed 0: the time of a step does not depend on
 what the weights are. The data: the digits' training split (1,077 images) at
@@ -39,12 +39,12 @@ from bench_finetune import plain_loop, table
 from bench_fit import warmed_up
 from torch import nn
 
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.device import pick_device, seed_everything
-from transferkit.finetune import clear_feature_cache, fine_tune
-from transferkit.heads import replace_head
-from transferkit.models import backbone
-from transferkit.train import fit
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.foundations.device import pick_device, seed_everything
+from transferkit.methods.finetune import clear_feature_cache, fine_tune
+from transferkit.surgery.heads import replace_head
+from transferkit.training.loop import fit
+from transferkit.vision.backbones import backbone
 
 TARGET = 1.05
 

@@ -1,4 +1,4 @@
-"""Steps per second of `transferkit.train.fit` on one process and on two under torchrun.
+"""Steps per second of `transferkit.training.loop.fit` on one process and on two under torchrun.
 
     .venv/bin/python benchmarks/bench_ddp.py [--device cpu|cuda] [--repeats 3]
 
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from transferkit.cli import free_port
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.device import pick_device, seed_everything
-from transferkit.distributed import current
-from transferkit.train import epoch_batches, fit
+from transferkit.course.cli import free_port
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.foundations.device import pick_device, seed_everything
+from transferkit.foundations.distributed import current
+from transferkit.training.loop import epoch_batches, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fit import model  # noqa: E402  (the same MLP)

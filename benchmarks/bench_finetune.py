@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--repeats 5]
 
-The model: `transferkit.heads.Classifier` (a new 10-class head) on an MLP encoder
+The model: `transferkit.surgery.heads.Classifier` (a new 10-class head) on an MLP encoder
 64→512→512→256 (ReLU after each layer; 426k weights), trained on the digits'
 training split (1,077 images) and measured on its validation split (360). The
 encoder is freshly initialised with seed 0 rather than pre-trained: the time of a
@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from bench_fit import parse_arguments, warmed_up
 from torch import nn
 
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.device import pick_device, seed_everything
-from transferkit.finetune import clear_feature_cache, fine_tune
-from transferkit.heads import Classifier
-from transferkit.precision import MixedPrecision
-from transferkit.train import fit
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.foundations.device import pick_device, seed_everything
+from transferkit.methods.finetune import clear_feature_cache, fine_tune
+from transferkit.surgery.heads import Classifier
+from transferkit.training.loop import fit
+from transferkit.training.precision import MixedPrecision
 
 TARGET = 1.05
 WIDTHS = (64, 512, 512, 256)

@@ -1,4 +1,4 @@
-"""How much does `transferkit.train.fit` cost over a hand-written PyTorch loop?
+"""How much does `transferkit.training.loop.fit` cost over a hand-written PyTorch loop?
 
     .venv/bin/python benchmarks/bench_fit.py [--device cpu|cuda] [--repeats 5]
 
@@ -11,7 +11,7 @@ measured in this run, interleaved, the median of several repeats each:
                    optimizer `fit` builds for ``"adam"`` (`fused_optimizer`): the
                    loop's own cost is ``fit`` against this one;
 * ``dataloader`` — the same with ``torch.utils.data.DataLoader`` batching;
-* ``fit``        — ``transferkit.train.fit`` (progress bar off, validation
+* ``fit``        — ``transferkit.training.loop.fit`` (progress bar off, validation
                    each epoch, best-weight tracking on).
 
 Target: ``fit`` within 1.25× of ``plain`` (its extras — a validation pass and
@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.device import pick_device, seed_everything
-from transferkit.train import fit
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.foundations.device import pick_device, seed_everything
+from transferkit.training.loop import fit
 
 TARGET = 1.25
 

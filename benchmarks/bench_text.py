@@ -1,9 +1,9 @@
-"""What do transferkit.text's encoding, its cache, LoRA and frozen layers cost on MiniLM?
+"""What do transferkit.text.model's encoding, its cache, LoRA and frozen layers cost on MiniLM?
 
     .venv/bin/python benchmarks/bench_text.py [--device cpu|cuda] [--repeats 3] [--texts 256]
 
-The model is the real all-MiniLM-L6-v2 (`transferkit.text.load_text_model`), the
-data the review snippets' validation split (`transferkit.text_data.reviews_splits`).
+The model is the real all-MiniLM-L6-v2 (`transferkit.text.model.load_text_model`), the
+data the review snippets' validation split (`transferkit.text.reviews.reviews_splits`).
 Everything is measured in this run; timings are medians of ``--repeats`` interleaved
 repeats after a warm-up.
 
@@ -54,17 +54,21 @@ import torch
 import torch.nn.functional as F
 from bench_fit import interleaved
 
-from transferkit.cached_bottom import CachedBottomClassifier, bottom_cache_info, clear_bottom_cache
-from transferkit.data import few_labels
-from transferkit.device import pick_device, seed_everything
-from transferkit.finetune import fine_tune
-from transferkit.freezing import freeze, freeze_to, unfreeze
-from transferkit.heads import TextClassifier
-from transferkit.lora import add_lora
-from transferkit.text import encode, load_text_model, token_ids
-from transferkit.text_data import reviews_splits
-from transferkit.text_finetune import predict_texts
-from transferkit.train import evaluate
+from transferkit.foundations.data import few_labels
+from transferkit.foundations.device import pick_device, seed_everything
+from transferkit.methods.finetune import fine_tune
+from transferkit.surgery.cached_bottom import (
+    CachedBottomClassifier,
+    bottom_cache_info,
+    clear_bottom_cache,
+)
+from transferkit.surgery.freezing import freeze, freeze_to, unfreeze
+from transferkit.surgery.heads import TextClassifier
+from transferkit.surgery.lora import add_lora
+from transferkit.text.finetune import predict_texts
+from transferkit.text.model import encode, load_text_model, token_ids
+from transferkit.text.reviews import reviews_splits
+from transferkit.training.loop import evaluate
 
 MEMORY_BUDGET = 2 * 2**30
 VARIANTS = ("full", "LoRA", "frozen")

@@ -42,7 +42,7 @@ PLOTLY_PLOT = ".js-plotly-plot"
 PLOTLY_TITLE = ".js-plotly-plot .gtitle"
 # Photos in a plotly figure (plots.photo_grid) are SVG <image> elements.
 PLOTLY_IMAGE = ".js-plotly-plot image"
-# The one-line summary some widgets show under their controls (transferkit.widgets).
+# The one-line summary some widgets show under their controls (transferkit.course.widgets).
 READOUT = ".transferkit-readout"
 # The tables of what each stage of a fine-tuning strategy trains (widgets.finetune_lab).
 STAGES = ".transferkit-stages"
@@ -50,7 +50,8 @@ STAGES = ".transferkit-stages"
 
 def unanswered(name: str) -> str:
     """Selector of the output of ``check(name, ...)`` in a student version, before the learner
-    answers: the stub hands the check ``...``, and the check says NOT YET (`transferkit.checks`
+    answers: the stub hands the check ``...``, and the check says NOT YET
+    (`transferkit.course.checks`
     shows the result as ``<div>NOT YET name: no answer yet: ...</div>``)."""
     if '"' in name:
         raise ValueError(f"name must not contain a double quote: {name!r}")
@@ -83,7 +84,7 @@ def readout_beside(description: str) -> str:
 
 
 def stages_beside(description: str) -> str:
-    """Selector of the per-stage trainable reports (`transferkit.widgets.finetune_lab`) in
+    """Selector of the per-stage trainable reports (`transferkit.course.widgets.finetune_lab`) in
     the same ``VBox`` as the control labelled ``description``."""
     return f".widget-vbox:has({_label(description)}) {STAGES}"
 
@@ -250,7 +251,7 @@ class LessonExpectation:
 
 
 EXPECTATIONS: dict[str, LessonExpectation] = {
-    # The digits browser (transferkit.widgets.digits_browser): a "class" Dropdown, a "page"
+    # The digits browser (transferkit.course.widgets.digits_browser): a "class" Dropdown, a "page"
     # IntSlider (continuous_update=False) and a plotly FigureWidget titled
     # "images 1–30 of 1797". One step of the slider shows the next 30 images; picking
     # class "3" shows the first page of its 183 images.
@@ -304,7 +305,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
-    # The label-budget explorer (transferkit.widgets.label_budget_explorer): a "labels per
+    # The label-budget explorer (transferkit.course.widgets.label_budget_explorer): a "labels per
     # class" SelectionSlider (1, 3, 5, 10, 50, all; continuous_update=False) starting at 3,
     # above a FigureWidget of train/validation curves titled "3 labels per class (30 training
     # images): …". One step right trains a fresh network on 5 labels per class and redraws.
@@ -319,7 +320,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
-    # The autoencoder explorer (transferkit.widgets.autoencoder_explorer): a "code size"
+    # The autoencoder explorer (transferkit.course.widgets.autoencoder_explorer): a "code size"
     # Dropdown, a "denoising" Checkbox and a FigureWidget of reconstructions titled
     # "code size 2, denoising off: test error … (PCA …)"; a 2-D code map and a picked-image
     # figure sit outside that VBox. The lesson passes in the models it trained (code sizes
@@ -341,7 +342,8 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
-    # The fine-tuning lab (transferkit.widgets.finetune_lab): a "strategy" Dropdown (starting at
+    # The fine-tuning lab (transferkit.course.widgets.finetune_lab): a "strategy" Dropdown (starting
+    # at
     # lp_ft), "labels per class" / "learning rate" / "epochs per stage" sliders, a "train"
     # Button and a progress bar; under them one trainable-report table per stage
     # (.transferkit-stages: "stage 1 of 2: linear probe" …), the readout line, and a
@@ -404,7 +406,7 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
-    # The attention explorer (transferkit.widgets.attention_explorer on "A three-hour cinema
+    # The attention explorer (transferkit.course.widgets.attention_explorer on "A three-hour cinema
     # master class."): "layer" and "head" IntSliders (from 1) over a FigureWidget heatmap
     # titled "layer 1, head 1: how much each token attends to each other token", and a
     # readout naming where [CLS] looks. Then the prompt lab (widgets.prompt_lab): "rotten

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    from transferkit.device import seed_everything
+    from transferkit.foundations.device import seed_everything
 
     seed_everything(0)
 
@@ -50,7 +50,7 @@ def tiny_cnn():
 @pytest.fixture(scope="session")
 def digit_tasks():
     """(source, target) splits: digits 0-4 and 5-9, each as train / val / test."""
-    from transferkit.data import load_digits, split_classes, train_val_test_split
+    from transferkit.foundations.data import load_digits, split_classes, train_val_test_split
 
     digits = load_digits(images=True)
     source, target = split_classes(digits.x, digits.y, source=[0, 1, 2, 3, 4])
@@ -64,7 +64,7 @@ def digit_tasks():
 @pytest.fixture(scope="session")
 def splits():
     """All of the digits (flat, 64 features) as train / val / test, seed 0."""
-    from transferkit.data import load_digits, train_val_test_split
+    from transferkit.foundations.data import load_digits, train_val_test_split
 
     return train_val_test_split(*load_digits(), seed=0)
 

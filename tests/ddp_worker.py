@@ -13,16 +13,17 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from transferkit import cli, distributed
-from transferkit.callbacks import Callback
-from transferkit.checkpoint import save_checkpoint
-from transferkit.data import load_digits
-from transferkit.device import seed_everything
-from transferkit.distributed import current
-from transferkit.finetune import fine_tune
-from transferkit.freezing import freeze
-from transferkit.lora import add_lora
-from transferkit.train import fit
+from transferkit.course import cli
+from transferkit.foundations import distributed
+from transferkit.foundations.data import load_digits
+from transferkit.foundations.device import seed_everything
+from transferkit.foundations.distributed import current
+from transferkit.methods.finetune import fine_tune
+from transferkit.surgery.freezing import freeze
+from transferkit.surgery.lora import add_lora
+from transferkit.training.callbacks import Callback
+from transferkit.training.checkpoint import save_checkpoint
+from transferkit.training.loop import fit
 
 
 def mlp() -> nn.Sequential:
@@ -121,7 +122,7 @@ class Recording(DistributedDataParallel):
 
 
 def adapters(out: Path) -> dict:
-    """transferkit.lora: frozen bases, trainable adapters and head; only those are
+    """transferkit.surgery.lora: frozen bases, trainable adapters and head; only those are
     all-reduced."""
     train, val = digits()
     seed_everything(0)

@@ -16,7 +16,8 @@ a GPU model with CPU inputs passes there and fails for every learner with a GPU.
   ``acc.syncs`` the operations that would make the CPU wait for a GPU (``.item()``,
   ``.tolist()``, copies back to the CPU, ``nonzero``-like shapes that depend on values).
 
-`transferkit.device.pick_device()` (unless given a device, or ``TRANSFERKIT_DEVICE`` is set
+`transferkit.foundations.device.pick_device()` (unless given a device, or
+``TRANSFERKIT_DEVICE`` is set
 to something other than ``cpu`` by the test) answers ``meta`` while it is active, so
 library code that picks "the fastest device" picks the stand-in, as it would pick CUDA.
 
@@ -146,7 +147,7 @@ class StandInAccelerator(TorchDispatchMode):
         self._swap = torch.__future__.get_swap_module_params_on_conversion()
         torch.__future__.set_swap_module_params_on_conversion(True)
         if self.patch_pick_device:
-            from transferkit import device as device_module
+            from transferkit.foundations import device as device_module
 
             original = device_module.pick_device
 

@@ -4,8 +4,8 @@ attention probabilities."""
 import pytest
 import torch
 
-from transferkit.attention import AttentionMaps, attention_maps, token_rows
-from transferkit.text import load_text_model
+from transferkit.text.attention import AttentionMaps, attention_maps, token_rows
+from transferkit.text.model import load_text_model
 
 TEXT = "A three-hour cinema master class."
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.autoencoder import (
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.methods.autoencoder import (
     PCA,
     Autoencoder,
     ConvAutoencoder,
@@ -15,15 +16,18 @@ from transferkit.autoencoder import (
     reconstruct,
     reconstruction_error,
 )
-from transferkit.checkpoint import CheckpointError, CheckpointMismatchError, save_checkpoint
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.encoder import (
+from transferkit.methods.encoder import (
     Encoder,
     EncoderFileError,
     encoder_versions,
     latest_encoder,
     load_encoder,
     save_encoder,
+)
+from transferkit.training.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    save_checkpoint,
 )
 
 
@@ -188,7 +192,7 @@ def test_pretrain_refuses_an_existing_checkpoint_before_training(tmp_path, monke
     path = tmp_path / "ae.pt"
     path.write_bytes(b"an earlier run")
     trained = []
-    monkeypatch.setattr("transferkit.autoencoder.fit", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("transferkit.methods.autoencoder.fit", lambda *a, **k: trained.append(1))
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         pretrain(Autoencoder([64, 8]), torch.rand(10, 64), epochs=1, checkpoint=path,
                  progress=False)
@@ -387,7 +391,7 @@ class _DeviceSpy(Autoencoder):
 
 def test_inputs_go_to_the_models_device(monkeypatch):
     """After fit the model may sit on a GPU: the helpers move inputs to it, return CPU."""
-    monkeypatch.setattr("transferkit.autoencoder.model_device",
+    monkeypatch.setattr("transferkit.methods.autoencoder.model_device",
                         lambda model: torch.device("meta"))
     x = torch.rand(5, 64)
     for run in (lambda m: codes(m, x), lambda m: reconstruct(m, x),
@@ -486,7 +490,7 @@ def test_pretrain_passes_clip_to_corrupt(monkeypatch):
         seen.append(float(out.min()))
         return out
 
-    monkeypatch.setattr("transferkit.autoencoder.corrupt", spy)
+    monkeypatch.setattr("transferkit.methods.autoencoder.corrupt", spy)
     x = torch.randn(64, 16) - 5  # every value far below 0
     pretrain(Autoencoder([16, 4], out_activation=None), x, epochs=1, noise=0.1, clip=None,
              progress=False)

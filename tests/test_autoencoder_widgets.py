@@ -6,9 +6,9 @@ import pytest
 import torch
 from plotly.callbacks import Points
 
-from transferkit import plots, widgets
-from transferkit.autoencoder import Autoencoder, pretrain
-from transferkit.data import Data, load_digits, train_val_test_split
+from transferkit.course import plots, widgets
+from transferkit.foundations.data import Data, load_digits, train_val_test_split
+from transferkit.methods.autoencoder import Autoencoder, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_explorer_errors_are_shown_in_the_widget(small, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("training failed here")
 
-    monkeypatch.setattr("transferkit.autoencoder.pretrain", broken)
+    monkeypatch.setattr("transferkit.methods.autoencoder.pretrain", broken)
     panel.controls["code size"].value = 4
     assert "ValueError: training failed here" in panel.status.value
     with pytest.raises(ValueError, match="both train and test"):

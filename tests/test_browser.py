@@ -40,8 +40,8 @@ from pathlib import Path
 
 import pytest
 
-from transferkit.cli import install_lab_settings
-from transferkit.student import exercise_names, prepare_workspace
+from transferkit.course.cli import install_lab_settings
+from transferkit.course.student import exercise_names, prepare_workspace
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from browser_expectations import EXPECTATIONS, Interaction, LessonExpectation, unanswered
@@ -80,7 +80,8 @@ MENU_ITEM = '.lm-Menu-item[data-command="{}"]'
 
 # Settings for the test's own JupyterLab: no notebook windowing, so every cell is in the DOM.
 # No news/update toasts comes from the course's own settings, installed in this environment
-# as `transferkit lab` does (transferkit.cli.install_lab_settings); the test checks that it works.
+# as `transferkit lab` does (transferkit.course.cli.install_lab_settings); the test checks that it
+# works.
 LAB_USER_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }
@@ -397,7 +398,7 @@ _DOM_PROBLEMS_JS = """([panelSel]) => {
       if (mime === 'application/vnd.jupyter.stderr' && text.includes('Traceback')) {
         problems.push({ cell: i, kind: 'traceback shown', text });
       }
-      // transferkit.widgets.guarded shows a failing widget callback as .transferkit-error
+      // transferkit.course.widgets.guarded shows a failing widget callback as .transferkit-error
       for (const el of output.querySelectorAll('.transferkit-error')) {
         problems.push({ cell: i, kind: 'widget callback error', text: el.innerText || '' });
       }

@@ -9,15 +9,15 @@ import pytest
 import torch
 import transformers  # a dependency: missing, the tests fail
 
-from transferkit import cached_bottom
-from transferkit.cached_bottom import (
+from transferkit.surgery import cached_bottom
+from transferkit.surgery.cached_bottom import (
     CachedBottomClassifier,
     bottom_cache_info,
     clear_bottom_cache,
 )
-from transferkit.freezing import trainable_report, unfreeze
-from transferkit.heads import TextClassifier
-from transferkit.train import fit, predict
+from transferkit.surgery.freezing import trainable_report, unfreeze
+from transferkit.surgery.heads import TextClassifier
+from transferkit.training.loop import fit, predict
 
 
 @pytest.fixture(autouse=True)
@@ -211,9 +211,9 @@ def test_clear_errors():
     for k in (0, 4, -1, True, 1.0, None):
         with pytest.raises(ValueError, match=r"1 … 3 .*got"):
             CachedBottomClassifier(clf, k)
-    with pytest.raises(TypeError, match="wraps a transferkit.heads.TextClassifier"):
+    with pytest.raises(TypeError, match="wraps a transferkit.surgery.heads.TextClassifier"):
         CachedBottomClassifier(tiny_encoder(), 1)
-    with pytest.raises(TypeError, match="wraps a transferkit.heads.TextClassifier"):
+    with pytest.raises(TypeError, match="wraps a transferkit.surgery.heads.TextClassifier"):
         CachedBottomClassifier(torch.nn.Linear(2, 2), 1)
     with pytest.raises(ValueError, match="LongTensor"):
         CachedBottomClassifier(clf, 1)(padded_batch().float())
@@ -253,13 +253,13 @@ def test_the_byte_bound_evicts_the_least_recently_used(monkeypatch):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from transferkit.text import load_text_model
+    from transferkit.text.model import load_text_model
 
     return load_text_model(device="cpu")
 
 
 def test_minilm_scores_equal_and_the_bottom_runs_once(minilm):
-    from transferkit.text import token_ids
+    from transferkit.text.model import token_ids
 
     texts = ["A gem.", "Two hours I will not get back, and the popcorn was stale too.",
              "Fine.", "The lead is wonderful; the script, less so, but I would see it again.",

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.checkpoint import (
+from transferkit.training.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
     load_checkpoint,

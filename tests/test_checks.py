@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from transferkit.checks import Result, check, fingerprint, names, register
+from transferkit.course.checks import Result, check, fingerprint, names, register
 
 
 def test_right_and_wrong_answers_with_hints():
@@ -13,7 +13,7 @@ def test_right_and_wrong_answers_with_hints():
 
 def test_numeric_answers_accept_tensors_and_floats():
 
-    from transferkit.data import load_digits
+    from transferkit.foundations.data import load_digits
 
     _, y = load_digits()
     assert check("00.count_of_threes", (y == 3).sum())
@@ -37,7 +37,7 @@ def test_string_answers_ignore_case_and_punctuation():
 def test_answers_are_not_stored_in_plain_text():
     import inspect
 
-    import transferkit.checks as module
+    import transferkit.course.checks as module
 
     source = inspect.getsource(module)
     assert fingerprint("00.which_step_needs_labels", "fine-tuning") in source
@@ -73,8 +73,8 @@ def test_lesson_02_checks():
 def test_lesson_03_checks_recompute_the_answers():
     import torch
 
-    from transferkit.autoencoder import Autoencoder, article_dims
-    from transferkit.data import load_digits, train_val_test_split
+    from transferkit.foundations.data import load_digits, train_val_test_split
+    from transferkit.methods.autoencoder import Autoencoder, article_dims
 
     model = Autoencoder(article_dims(64))
     assert check("03.article_parameters", sum(p.numel() for p in model.parameters()))
@@ -94,10 +94,10 @@ def test_lesson_03_checks_recompute_the_answers():
 
 
 def test_lesson_04_checks_recompute_the_answers():
-    from transferkit.autoencoder import article_dims
-    from transferkit.encoder import Encoder
-    from transferkit.freezing import freeze_to
-    from transferkit.heads import Classifier
+    from transferkit.methods.autoencoder import article_dims
+    from transferkit.methods.encoder import Encoder
+    from transferkit.surgery.freezing import freeze_to
+    from transferkit.surgery.heads import Classifier
 
     model = freeze_to(Classifier(Encoder({"kind": "mlp", "dims": list(article_dims(64))}), 10),
                       -2)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from transferkit import cli
-from transferkit.doctor import format_report, report
+from transferkit.course import cli
+from transferkit.course.doctor import format_report, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def test_lab_really_serves_jupyterlab_headless(tmp_path):
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
     env["PYTHONPATH"] = str(ROOT)  # this checkout's transferkit, even from another worktree
     proc = subprocess.Popen(
-        [sys.executable, "-m", "transferkit.cli", "lab", "--lessons", str(ROOT / "lessons"),
+        [sys.executable, "-m", "transferkit.course.cli", "lab", "--lessons", str(ROOT / "lessons"),
          "--workdir", str(tmp_path / "mine")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
         start_new_session=True,
@@ -226,7 +226,7 @@ def digits_file(tmp_path):
     """A practitioner's data file: 120 digit images and their labels, as (x, y) tensors."""
     import torch
 
-    from transferkit.data import load_digits
+    from transferkit.foundations.data import load_digits
 
     digits = load_digits(images=True)
     path = tmp_path / "digits.pt"
@@ -235,8 +235,8 @@ def digits_file(tmp_path):
 
 
 def test_finetune_writes_a_checkpoint_and_metrics(tmp_path, digits_file, capsys):
-    from transferkit.checkpoint import load_checkpoint
-    from transferkit.models import small_cnn
+    from transferkit.training.checkpoint import load_checkpoint
+    from transferkit.vision.backbones import small_cnn
 
     out, metrics = tmp_path / "model.pt", tmp_path / "metrics.csv"
     status = cli.main(["finetune", "--model", "small_cnn", "--data", str(digits_file),
@@ -252,7 +252,7 @@ def test_finetune_writes_a_checkpoint_and_metrics(tmp_path, digits_file, capsys)
 
 
 def test_finetune_with_lora_trains_only_adapters_and_head(tmp_path, digits_file, capsys):
-    from transferkit.checkpoint import read_checkpoint
+    from transferkit.training.checkpoint import read_checkpoint
 
     out = tmp_path / "lora.pt"
     status = cli.main(["finetune", "--model", "mlp", "--data", str(digits_file), "--strategy",
@@ -326,7 +326,7 @@ def make_data(tmp_path):
     """Write (x, y) to a .pt file, starting from 120 digit images; change them first."""
     import torch
 
-    from transferkit.data import load_digits
+    from transferkit.foundations.data import load_digits
 
     def make(name, change=None):
         digits = load_digits(images=True)
@@ -352,7 +352,7 @@ def test_a_nan_or_inf_in_the_data_stops_the_run_before_training(tmp_path, make_d
 
 
 def test_a_diverged_run_exits_3_and_writes_nothing_unless_asked(tmp_path, digits_file, capsys):
-    from transferkit.checkpoint import read_checkpoint
+    from transferkit.training.checkpoint import read_checkpoint
 
     out = tmp_path / "model.pt"
     with pytest.warns(RuntimeWarning, match="diverged|training stopped"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit import data
-from transferkit.data import (
+from transferkit.foundations import data
+from transferkit.foundations.data import (
     Data,
     DatasetNotFoundError,
     check_finite,
@@ -263,7 +263,7 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
 
 
 def test_translate_moves_a_pixel_right_and_down():
-    from transferkit.data import translate
+    from transferkit.foundations.data import translate
 
     img = torch.zeros(1, 1, 8, 8)
     img[0, 0, 2, 3] = 1.0
@@ -273,7 +273,7 @@ def test_translate_moves_a_pixel_right_and_down():
 
 
 def test_rotate_keeps_shape_and_changes_images_and_refuses_non_square():
-    from transferkit.data import rotate
+    from transferkit.foundations.data import rotate
 
     x, _ = load_digits()
     assert torch.allclose(rotate(x[:10], 0), x[:10], atol=1e-6)
@@ -288,7 +288,7 @@ def test_rotate_keeps_shape_and_changes_images_and_refuses_non_square():
 
 
 def test_random_affine_is_random_per_image_and_seeded():
-    from transferkit.data import random_affine
+    from transferkit.foundations.data import random_affine
 
     x, _ = load_digits()
     a = random_affine(x[:20], generator=torch.Generator().manual_seed(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.device import ENV_VAR, pick_device, seed_everything
+from transferkit.foundations.device import ENV_VAR, pick_device, seed_everything
 
 
 def test_env_var_picks_cpu(monkeypatch):
@@ -62,7 +62,7 @@ def test_seed_must_be_a_non_negative_int(bad):
 
 
 def test_seeded_is_reproducible_and_leaves_the_global_random_state_alone():
-    from transferkit.device import seeded
+    from transferkit.foundations.device import seeded
 
     torch.manual_seed(123)
     random.seed(123)

@@ -1,4 +1,4 @@
-"""The device rule (transferkit.device), checked on a CPU-only machine, and on a GPU.
+"""The device rule (transferkit.foundations.device), checked on a CPU-only machine, and on a GPU.
 
 On one device nothing can be on the wrong one, so these tests run the library on the
 stand-in accelerator of `tests/standin_device.py`: `pick_device()` answers it as it
@@ -19,21 +19,17 @@ import torch
 from standin_device import STANDIN, OnStandIn, StandInAccelerator
 from torch import nn
 
-from transferkit import (
-    autoencoder,
-    data,
-    finetune,
-    lora,
-    strategies,
-    text,
-    text_finetune,
-    text_methods,
-    train,
-)
-from transferkit.cached_bottom import CachedBottomClassifier
-from transferkit.data import Data
-from transferkit.experiments import fit_method, label_budget_study, logistic_regression
-from transferkit.heads import Classifier, TextClassifier, replace_head
+from transferkit.foundations import data
+from transferkit.foundations.data import Data
+from transferkit.methods import autoencoder, finetune, strategies
+from transferkit.methods.label_budget import fit_method, label_budget_study, logistic_regression
+from transferkit.surgery import lora
+from transferkit.surgery.cached_bottom import CachedBottomClassifier
+from transferkit.surgery.heads import Classifier, TextClassifier, replace_head
+from transferkit.text import finetune as text_finetune
+from transferkit.text import methods as text_methods
+from transferkit.text import model as text
+from transferkit.training import loop as train
 
 ACCELERATORS = ["stand-in", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
@@ -277,8 +273,8 @@ def test_text_model_functions_take_a_model_on_the_accelerator(accelerator, tiny_
 
 def test_a_model_saved_on_the_accelerator_loads_on_the_cpu(accelerator, tmp_path, digits):
     """Lesson 03 saves its encoder wherever it trained; lesson 04 (maybe on a laptop) loads it."""
-    from transferkit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-    from transferkit.encoder import load_encoder, save_encoder
+    from transferkit.methods.encoder import load_encoder, save_encoder
+    from transferkit.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
     ae = autoencoder.Autoencoder((64, 16, 2)).to(accelerator.device)
     path = save_encoder(ae, tmp_path / "encoder.pt")

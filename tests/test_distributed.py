@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit import distributed
-from transferkit.cli import free_port
-from transferkit.distributed import SINGLE, Ranks
+from transferkit.course.cli import free_port
+from transferkit.foundations import distributed
+from transferkit.foundations.distributed import SINGLE, Ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -179,7 +179,7 @@ def test_frozen_batchnorm_statistics_stay_frozen_on_every_process(launched):
 
 
 def test_only_the_lora_adapters_are_synchronised(launched):
-    """A LoRA model (`transferkit.lora.add_lora`: frozen base weights, trainable low-rank
+    """A LoRA model (`transferkit.surgery.lora.add_lora`: frozen base weights, trainable low-rank
     adapters and head): DDP all-reduces the gradients of those, and of nothing else."""
     first, second = launched["ranks"]["adapters"]
     trainable = ["0.lora_A", "0.lora_B", "2.lora_A", "2.lora_B", "4.bias", "4.weight"]

@@ -6,8 +6,9 @@ import scipy.stats
 import torch
 from torch import nn
 
-from transferkit import experiments as ex
-from transferkit.data import Data, few_labels, load_digits
+from transferkit.foundations.data import Data, few_labels, load_digits
+from transferkit.methods import label_budget as ex
+from transferkit.training.loop import epochs_for_steps
 
 
 def linear():
@@ -204,7 +205,7 @@ def test_compare_to_baseline_prints_the_means_of_the_paired_runs():
 
 
 def test_compare_to_baseline_keeps_its_records_for_counting(splits, nearest_class_mean):
-    from transferkit.stats import chance_note
+    from transferkit.foundations.verdicts import chance_note
 
     rows = ex.label_budget_study({"nearest": nearest_class_mean,
                                   "lr": ex.logistic_regression}, splits, budgets=(2, 5),
@@ -225,7 +226,7 @@ def test_study_rows_keep_which_test_images_each_run_got_right(splits):
     rows = ex.label_budget_study({"logistic": ex.logistic_regression}, splits, budgets=(2, 5),
                                  seeds=(0, 1), progress=False)
     for row in rows:
-        assert 0 < row["test_macro_f1"] <= 1  # from transferkit.metrics, beside the accuracy
+        assert 0 < row["test_macro_f1"] <= 1  # from foundations.metrics, beside the accuracy
         right = row["test_correct"]
         assert isinstance(right, tuple) and len(right) == len(splits.test)
         assert {type(v) for v in right} == {bool}
@@ -326,7 +327,7 @@ def test_predict_with_a_torch_model_uses_the_argmax(splits):
                          [(10, 64, 300, 300), (100, 64, 300, 150), (1077, 64, 300, 18),
                           (1077, 64, 10, 1), (64, 64, 1, 1)])
 def test_epochs_for_steps(n, batch, steps, epochs):
-    assert ex.epochs_for_steps(n, batch, steps) == epochs
+    assert epochs_for_steps(n, batch, steps) == epochs
     assert epochs * math.ceil(n / batch) >= steps
 
 
@@ -348,8 +349,8 @@ def test_fit_method_trains_a_fresh_seeded_model(splits):
 
 
 def test_a_budget_is_written_one_way_in_a_table_cell_and_one_way_in_words():
-    from transferkit.data import budget_label, budget_words
-    from transferkit.stats import describe
+    from transferkit.foundations.data import budget_label, budget_words
+    from transferkit.foundations.verdicts import describe
 
     assert [budget_label(b) for b in (1, 50, None)] == ["1", "50", "all"]
     assert [budget_words(b) for b in (1, np.int64(3), None, "all")] == [
@@ -363,8 +364,8 @@ def test_a_budget_is_written_one_way_in_a_table_cell_and_one_way_in_words():
 def test_fit_method_does_not_reset_the_notebooks_random_numbers():
     from torch import nn
 
-    from transferkit.data import few_labels
-    from transferkit.experiments import fit_method
+    from transferkit.foundations.data import few_labels
+    from transferkit.methods.label_budget import fit_method
 
     method = fit_method(lambda: nn.Linear(64, 10), steps=5, lr=1e-2)
     subset = few_labels(*load_digits(), per_class=2)
@@ -376,7 +377,8 @@ def test_fit_method_does_not_reset_the_notebooks_random_numbers():
     assert torch.equal(first.weight, method(subset, None, 0).weight)  # a seed is a seed
 
 
-# --- lesson 06: a study on validation only (the search of transferkit.selection) -----------
+# --- lesson 06: a study on validation only (the search of transferkit.methods.selection)
+# -----------
 
 
 def test_study_without_a_test_set_measures_validation_only(splits, nearest_class_mean):

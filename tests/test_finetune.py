@@ -1,4 +1,5 @@
-"""transferkit.finetune: freezing that holds on any nn.Module, and the strategies built on it.
+"""transferkit.methods.finetune: freezing that holds on any nn.Module, and the strategies built
+on it.
 
 The first five sections are the pitfalls the module must rule out; each test there
 fails on the naive code (shown in its docstring).
@@ -12,17 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit import plots
-from transferkit.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.finetune import (
+from transferkit.course import plots
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.methods.finetune import (
     clear_feature_cache,
     extract_features,
     feature_drift,
     fine_tune,
     finetune_method,
 )
-from transferkit.freezing import (
+from transferkit.methods.strategies import STRATEGIES
+from transferkit.surgery.freezing import (
     bn_stats_frozen,
     freeze,
     freeze_to,
@@ -32,11 +33,21 @@ from transferkit.freezing import (
     trainable_report,
     unfreeze,
 )
-from transferkit.heads import Classifier, feature_size, find_head, replace_head, without_head
-from transferkit.layers import layer_groups
-from transferkit.optimizers import untrained_parameters
-from transferkit.strategies import STRATEGIES
-from transferkit.train import fit
+from transferkit.surgery.heads import (
+    Classifier,
+    feature_size,
+    find_head,
+    replace_head,
+    without_head,
+)
+from transferkit.surgery.layer_groups import layer_groups
+from transferkit.training.checkpoint import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from transferkit.training.loop import fit
+from transferkit.training.optimizers import untrained_parameters
 
 
 def bn_net(seed=0):
@@ -195,7 +206,7 @@ def test_a_model_with_frozen_statistics_saves_whole_and_loads_still_frozen(tmp_p
 
 
 def test_freezing_statistics_leaves_the_architecture_and_its_cache_key_alone():
-    from transferkit.layers import architecture
+    from transferkit.surgery.layer_groups import architecture
 
     model = bn_net()
     before = architecture(model)
@@ -377,7 +388,7 @@ def test_classifier_groups_are_the_encoder_layers_then_the_head():
     encoder = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU())
     names = [g.name for g in layer_groups(Classifier(encoder, 10))]
     assert names == ["encoder.0", "encoder.2", "head"]
-    from transferkit.autoencoder import Autoencoder
+    from transferkit.methods.autoencoder import Autoencoder
 
     wrapped = Autoencoder([64, 32, 8]).encoder  # its layers sit in one Sequential
     names = [g.name for g in layer_groups(Classifier(wrapped, 10))]
@@ -613,7 +624,7 @@ def test_fine_tune_rejects_bad_settings(digits):
 
 
 def test_finetune_method_in_a_label_budget_study(digits):
-    from transferkit.experiments import label_budget_study, summarise
+    from transferkit.methods.label_budget import label_budget_study, summarise
 
     encoder = pretrained_classifier().encoder
     methods = {s: finetune_method(lambda: Classifier(copy.deepcopy(encoder), 10), s, steps=30,
@@ -653,7 +664,7 @@ def test_finetune_method_accepts_partial_and_refuses_unknown_strategies(digits):
 
 def _count_trainable_when_fit_runs(monkeypatch):
     """Record, at every `fit` call inside fine_tune, how many parameters could train."""
-    import transferkit.finetune as ft
+    import transferkit.methods.finetune as ft
 
     counts, real_fit = [], ft.fit
 
@@ -708,7 +719,7 @@ def test_cost_sums_epochs_over_stages(digits):
 
 
 def _spy_on_fine_tune(monkeypatch):
-    import transferkit.finetune as ft
+    import transferkit.methods.finetune as ft
 
     calls, real = [], ft.fine_tune
 

@@ -11,11 +11,11 @@ import scipy.stats
 import torch
 from torch import nn
 
-from transferkit import plots, widgets
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.experiments import summarise
-from transferkit.heads import Classifier
-from transferkit.train import evaluate
+from transferkit.course import plots, widgets
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.methods.label_budget import summarise
+from transferkit.surgery.heads import Classifier
+from transferkit.training.loop import evaluate
 
 # --- figures --------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from plotly.callbacks import Points
 
-from transferkit import gd, plots, widgets
+from transferkit.course import plots, widgets
+from transferkit.foundations import gd
 
 ALL = [gd.parabola(), gd.quadratic(L=10, mu=1), gd.rosenbrock(), gd.himmelblau()]
 

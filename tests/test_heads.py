@@ -1,11 +1,11 @@
-"""transferkit.heads.set_submodule: the one way the library swaps a layer by its dotted
+"""transferkit.surgery.heads.set_submodule: the one way the library swaps a layer by its dotted
 name (replace_head and without_head, add_lora, a backbone's input channels use it)."""
 
 import pytest
 import torch
 from torch import nn
 
-from transferkit.heads import set_submodule
+from transferkit.surgery.heads import set_submodule
 
 
 def test_set_submodule_swaps_a_layer_at_any_depth_in_place():

@@ -1,5 +1,6 @@
-"""transferkit.imagenet (predict_top), transferkit.efficientnet_lite (installed weights)
-and its record in transferkit.models (LITE0_IMAGENET).
+"""transferkit.vision.top_predictions (predict_top), transferkit.vision.efficientnet_lite
+(installed weights)
+and its record in transferkit.vision.backbones (LITE0_IMAGENET).
 
 Nothing here downloads: torchvision "ImageNet weights" are random files the tests write
 into a temporary torch cache, and EfficientNet-Lite0's weights come from the installed
@@ -13,33 +14,33 @@ import pytest
 import torch
 from PIL import Image
 
-from transferkit import efficientnet_lite
-from transferkit.efficientnet_lite import (
-    SHA256,
-    TFLitePreprocess,
-    map_state_dict,
-    read_weights,
-    weights_file,
-)
-from transferkit.finetune import clear_feature_cache, extract_features
-from transferkit.freezing import freeze
-from transferkit.heads import replace_head, without_head
-from transferkit.imagenet import (
-    Guess,
-    image_tensor,
-    predict_top,
-    thumbnails,
-    top_label,
-)
-from transferkit.integrity import IntegrityError, sha256_file
-from transferkit.layers import layer_groups
-from transferkit.models import (
+from transferkit.foundations.integrity import IntegrityError, sha256_file
+from transferkit.methods.finetune import clear_feature_cache, extract_features
+from transferkit.surgery.freezing import freeze
+from transferkit.surgery.heads import replace_head, without_head
+from transferkit.surgery.layer_groups import layer_groups
+from transferkit.vision import efficientnet_lite
+from transferkit.vision.backbones import (
     BACKBONES,
     LITE0_IMAGENET,
     backbone,
     cached_weights_path,
     imagenet_categories,
     weights_enum,
+)
+from transferkit.vision.efficientnet_lite import (
+    SHA256,
+    TFLitePreprocess,
+    map_state_dict,
+    read_weights,
+    weights_file,
+)
+from transferkit.vision.top_predictions import (
+    Guess,
+    image_tensor,
+    predict_top,
+    thumbnails,
+    top_label,
 )
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

@@ -1,4 +1,5 @@
-"""transferkit.integrity: a file checked against its recorded SHA-256 or refused with one
+"""transferkit.foundations.integrity: a file checked against its recorded SHA-256 or refused
+with one
 clear error, weights fingerprinted (the same digest as the embedding cache on disk has
 always used), and the byte-bounded tensor cache the feature and bottom caches share."""
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.integrity import (
+from transferkit.foundations.integrity import (
     IntegrityError,
     TensorCache,
     module_tensors,
@@ -60,7 +61,7 @@ def test_unpacked_contents_are_checked_in_place_of_the_file(tmp_path):
 
 
 def test_the_digest_format_is_the_one_stored_on_disk():
-    """`transferkit.text.encode` names its cache files by this digest: changing the
+    """`transferkit.text.model.encode` names its cache files by this digest: changing the
     format would orphan every stored entry, so it is pinned."""
     named = [("w", torch.arange(4, dtype=torch.float32)), ("b", torch.tensor([True, False]))]
     assert tensors_digest(named, salt="Linear(4, 1)") == "f46c63850f217ef53f4a79ea7c75dc4cb79ee5ed"

@@ -1,4 +1,4 @@
-"""transferkit.lora: W x + (α/r)·B A x, checked by hand and against peft."""
+"""transferkit.surgery.lora: W x + (α/r)·B A x, checked by hand and against peft."""
 
 import copy
 
@@ -8,7 +8,7 @@ import torch
 import transformers  # a dependency: missing, the tests fail
 from torch import nn
 
-from transferkit.lora import (
+from transferkit.surgery.lora import (
     LoRALinear,
     add_lora,
     linear_names,

@@ -1,4 +1,4 @@
-"""transferkit.metrics: one definition of accuracy, recall and macro-F1."""
+"""transferkit.foundations.metrics: one definition of accuracy, recall and macro-F1."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from transferkit.metrics import classification_metrics
+from transferkit.foundations.metrics import classification_metrics
 
 
 def test_the_majority_guesser_is_exposed():

@@ -1,5 +1,5 @@
-"""transferkit.models: backbones described by records, with random, cached or local-file
-weights, offline; transferkit.small_images: their first layer for 8×8 images.
+"""transferkit.vision.backbones: backbones described by records, with random, cached or local-file
+weights, offline; transferkit.surgery.small_images: their first layer for 8×8 images.
 
 No test downloads anything: "pre-trained" weights are files the tests write themselves,
 in the same format as torchvision's downloads.
@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.checkpoint import CheckpointError
-from transferkit.finetune import clear_feature_cache, extract_features
-from transferkit.freezing import freeze
-from transferkit.heads import find_head, replace_head, without_head
-from transferkit.layers import layer_groups
-from transferkit.models import (
+from transferkit.methods.finetune import clear_feature_cache, extract_features
+from transferkit.surgery.freezing import freeze
+from transferkit.surgery.heads import find_head, replace_head, without_head
+from transferkit.surgery.layer_groups import layer_groups
+from transferkit.surgery.small_images import adapt_to_small_images
+from transferkit.training.checkpoint import CheckpointError
+from transferkit.vision.backbones import (
     BACKBONES,
     FAMILIES,
     Family,
@@ -31,7 +32,6 @@ from transferkit.models import (
     save_backbone,
     weights_enum,
 )
-from transferkit.small_images import adapt_to_small_images
 
 HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v3_small": "classifier.3",
          "mobilenet_v3_large": "classifier.3", "efficientnet_b0": "classifier.1",
@@ -151,7 +151,7 @@ def _toy_family(loads):
 def test_a_family_is_a_record_that_backbone_reads(monkeypatch):
     """A new family needs a record and nothing else: its network, head, weights, transform,
     pixel scaling and class names all come from it."""
-    import transferkit.models as models
+    import transferkit.vision.backbones as models
 
     loads = []
     monkeypatch.setitem(models.BACKBONES, "toy", _toy_family(loads))
@@ -361,7 +361,7 @@ def test_online_asks_the_network_unless_told_it_is_offline(monkeypatch):
 
 
 def test_a_failed_download_gives_the_same_clear_error(offline, monkeypatch):
-    import transferkit.models as models
+    import transferkit.vision.backbones as models
 
     monkeypatch.setattr(models, "online", lambda *a, **k: True)
 
@@ -411,7 +411,7 @@ def test_cached_features_equal_the_backbone_output(name):
 
 
 def test_small_cnn_has_four_conv_groups_below_its_head():
-    from transferkit.models import small_cnn
+    from transferkit.vision.backbones import small_cnn
 
     net = small_cnn(5, width=8)
     assert [g.name for g in layer_groups(net)] == ["conv1", "conv2", "conv3", "conv4", "head"]
@@ -465,8 +465,8 @@ def test_cached_imagenet_weights_load_offline_for_vgg_and_densenet(offline, name
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "densenet121", "efficientnet_lite0"])
 def test_every_strategy_fine_tunes_vgg_densenet_and_lite0_on_tiny_images(name):
-    from transferkit.finetune import fine_tune
-    from transferkit.strategies import STRATEGIES
+    from transferkit.methods.finetune import fine_tune
+    from transferkit.methods.strategies import STRATEGIES
 
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 2

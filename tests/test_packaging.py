@@ -50,7 +50,7 @@ def test_every_runtime_dependency_is_in_the_environment_file(env_file):
 
 @pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
 def test_exact_pins_are_the_same_everywhere(env_file):
-    """A pinned package (the model's: its files' hashes are recorded in transferkit.text)
+    """A pinned package (the model's: its files' hashes are recorded in transferkit.text.model)
     has the same version in pyproject.toml and in both environment files."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = [dep.split(";")[0].replace(" ", "") for dep in project["dependencies"] if "==" in dep]
@@ -99,7 +99,7 @@ def test_binder_uses_cpu_pytorch_and_a_strict_post_build():
 
 
 def test_import_is_light():
-    code = ("import sys, transferkit, transferkit.data, transferkit.train; "
+    code = ("import sys, transferkit, transferkit.foundations.data, transferkit.training.loop; "
             "heavy = [m for m in ('plotly', 'ipywidgets', 'torchvision') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -139,7 +139,7 @@ def test_exercise_cells_carry_nbgrader_solution_metadata(path):
     nbgrader's ClearSolutions refuses solution markers in a cell not marked as a
     solution cell, and validates the metadata against its cell schema (version 3).
     """
-    from transferkit.student import solution_regions
+    from transferkit.course.student import solution_regions
 
     nb = json.loads(path.read_text(encoding="utf-8"))
     grade_ids = []

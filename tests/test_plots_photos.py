@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transferkit import plots
+from transferkit.course import plots
 
 
 def test_photo_grid_places_every_photo_as_a_jpeg_under_its_caption():

@@ -3,8 +3,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from transferkit import plots, widgets
-from transferkit.data import Data, load_digits
+from transferkit.course import plots, widgets
+from transferkit.foundations.data import Data, load_digits
 
 
 def test_image_grid_places_every_image():
@@ -93,7 +93,7 @@ def test_show_in_replaces_traces_of_another_kind():
 
 
 def test_live_plot_grows_with_every_epoch(monkeypatch):
-    from transferkit.train import fit
+    from transferkit.training.loop import fit
 
     shown = []
     monkeypatch.setattr(widgets.common, "display", shown.append)
@@ -159,7 +159,7 @@ def test_sweep_figure_groups_and_sorts_by_the_setting():
 
 
 def test_label_budget_figure_has_a_band_and_a_mean_per_method():
-    from transferkit.experiments import summarise
+    from transferkit.methods.label_budget import summarise
 
     rows = [{"method": m, "budget": b, "per_class": b or 107.7, "n_train": 10 * (b or 107.7),
              "test_accuracy": acc + 0.01 * s}
@@ -192,7 +192,7 @@ def _small_mlp():
 
 @pytest.fixture(scope="module")
 def digit_splits():
-    from transferkit.data import train_val_test_split
+    from transferkit.foundations.data import train_val_test_split
 
     return train_val_test_split(*load_digits(), seed=0)
 
@@ -250,7 +250,7 @@ def test_label_budget_explorer_bad_arguments(digit_splits):
 
 
 def _schedules():
-    from transferkit import schedules
+    from transferkit.foundations import schedules
 
     return {"constant": schedules.constant(), "cosine": schedules.cosine(),
             "step": schedules.step_decay((0.5,), 0.1)}

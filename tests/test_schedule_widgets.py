@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from transferkit import widgets
-from transferkit.data import Data, load_digits
-from transferkit.models import small_cnn
-from transferkit.selection import rows_html
+from transferkit.course import widgets
+from transferkit.foundations.data import Data, load_digits
+from transferkit.methods.selection import rows_html
+from transferkit.vision.backbones import small_cnn
 
 
 def table_text(html: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit.schedules import (
+from transferkit.foundations.schedules import (
     SCHEDULES,
     constant,
     cosine,
@@ -19,7 +19,7 @@ from transferkit.schedules import (
     slanted_triangular,
     step_decay,
 )
-from transferkit.train import fit
+from transferkit.training.loop import fit
 
 
 def _torch_rates(make_scheduler, total: int, lr: float = 0.1) -> list[float]:

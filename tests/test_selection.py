@@ -1,4 +1,4 @@
-"""transferkit.selection: choose on validation, test once."""
+"""transferkit.methods.selection: choose on validation, test once."""
 
 import statistics
 
@@ -6,9 +6,9 @@ import pytest
 import scipy.stats
 import torch
 
-from transferkit import experiments as ex
-from transferkit.data import Data, few_labels
-from transferkit.selection import (
+from transferkit.foundations.data import Data, few_labels
+from transferkit.methods import label_budget as ex
+from transferkit.methods.selection import (
     COST_COLUMNS,
     SealedTestSet,
     TestSetAlreadyUsed,
@@ -267,7 +267,7 @@ def test_guide_knows_no_candidate_by_name_until_told(board):
 
 
 def test_comparisons_give_one_record_per_other_candidate(board):
-    from transferkit.stats import chance_note
+    from transferkit.foundations.verdicts import chance_note
 
     records = comparisons(board)
     assert [r["method"] for r in records] == ["near", "wide", "low"]

@@ -1,4 +1,4 @@
-"""transferkit.stats: paired comparisons over seeds and test items, checked against
+"""transferkit.foundations.verdicts: paired comparisons over seeds and test items, checked against
 independent computations (scipy's paired t-test, a least-squares two-way ANOVA) and
 against simulated studies whose true gap is known."""
 
@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 
-from transferkit.stats import (
+from transferkit.foundations.verdicts import (
     BEATS,
     CANNOT_TELL,
     LOSES,
@@ -257,8 +257,8 @@ def test_other_metrics_are_paired_by_their_own_items():
 
 @pytest.fixture(scope="module")
 def real_rows():
-    from transferkit.data import load_digits, train_val_test_split
-    from transferkit.experiments import label_budget_study, logistic_regression
+    from transferkit.foundations.data import load_digits, train_val_test_split
+    from transferkit.methods.label_budget import label_budget_study, logistic_regression
 
     def nearest_mean(train, val, seed):
         means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])

@@ -1,4 +1,4 @@
-"""transferkit.strategies: one table of fine-tuning strategies, read by fine_tune, the
+"""transferkit.methods.strategies: one table of fine-tuning strategies, read by fine_tune, the
 command line and the transformer methods alike (LoRA and the cached bottom included)."""
 
 import copy
@@ -8,12 +8,8 @@ import torch
 import transformers  # a dependency: missing, the tests fail
 from torch import nn
 
-from transferkit.cached_bottom import CachedBottomClassifier
-from transferkit.finetune import fine_tune
-from transferkit.freezing import trainable_parameters
-from transferkit.heads import Classifier, TextClassifier
-from transferkit.lora import add_lora, lora_layers
-from transferkit.strategies import (
+from transferkit.methods.finetune import fine_tune
+from transferkit.methods.strategies import (
     PROBE,
     STRATEGIES,
     TABLE,
@@ -22,7 +18,11 @@ from transferkit.strategies import (
     set_trainable,
     strategy_stages,
 )
-from transferkit.train import fit
+from transferkit.surgery.cached_bottom import CachedBottomClassifier
+from transferkit.surgery.freezing import trainable_parameters
+from transferkit.surgery.heads import Classifier, TextClassifier
+from transferkit.surgery.lora import add_lora, lora_layers
+from transferkit.training.loop import fit
 
 
 @pytest.fixture(autouse=True)

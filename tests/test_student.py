@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import transferkit.text_checks  # noqa: F401  (registers lesson 07's checks)
-from transferkit import cli
-from transferkit.checks import check
-from transferkit.student import (
+import transferkit.course.text_checks  # noqa: F401  (registers lesson 07's checks)
+from transferkit.course import cli
+from transferkit.course.checks import check
+from transferkit.course.student import (
     BEGIN,
     CODE_STUB,
     END,
@@ -35,7 +35,7 @@ from transferkit.student import (
     workspace_kind,
     write_student_versions,
 )
-from transferkit.workspace import FULL, MANIFEST, STUDENT, read_manifest
+from transferkit.course.workspace import FULL, MANIFEST, STUDENT, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (ROOT / "lessons").glob("*.ipynb") if ".updated-" not in p.name)
@@ -379,8 +379,8 @@ def test_solution_returns_each_exercises_answer(path):
 
 def test_a_revealed_answer_passes_its_check():
     """The cheap ones, run: what `solution` shows is an answer the check accepts."""
-    from transferkit import schedules
-    from transferkit.data import load_digits
+    from transferkit.foundations import schedules
+    from transferkit.foundations.data import load_digits
 
     x, y = load_digits()
     context = {"x": x, "y": y, "math": math, "schedules": schedules}
@@ -508,7 +508,7 @@ def test_binder_and_the_hub_links_open_the_learners_copy():
     """Binder writes the student versions into my-lessons/, and every link a learner is given
     opens them; an nbgitpuller link pulls a branch of student versions, never main."""
     postbuild = (ROOT / "binder" / "postBuild").read_text()
-    assert "transferkit.cli student my-lessons --lessons lessons" in postbuild
+    assert "transferkit.course.cli student my-lessons --lessons lessons" in postbuild
     docs = (ROOT / "README.md").read_text() + (ROOT / "lessons" / "INSTRUCTORS.md").read_text()
     opened = re.findall(r"https://mybinder\.org/v2/gh/\S+?urlpath=lab/tree/([^\s)|]+)", docs)
     assert len(opened) >= len(LESSONS)

@@ -2,7 +2,7 @@
 
 from html.parser import HTMLParser
 
-from transferkit.tables import html_table
+from transferkit.foundations.tables import html_table
 
 
 class _Cells(HTMLParser):

@@ -1,4 +1,4 @@
-"""transferkit.text: verified offline loading, mean-pooled encoding with a disk cache,
+"""transferkit.text.model: verified offline loading, mean-pooled encoding with a disk cache,
 zero-shot prompting. Most tests use a tiny random BERT built here (with the real
 MiniLM tokenizer); a few load the real MiniLM once for the module."""
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 import transformers  # a dependency: missing, the tests fail
 
-from transferkit import text
-from transferkit.heads import TextClassifier, mean_pool
-from transferkit.integrity import IntegrityError, sha256_file
-from transferkit.metrics import classification_metrics
-from transferkit.text import (
+from transferkit.foundations.integrity import IntegrityError, sha256_file
+from transferkit.foundations.metrics import classification_metrics
+from transferkit.surgery.heads import TextClassifier, mean_pool
+from transferkit.text import model as text
+from transferkit.text.model import (
     MINILM,
     ModelUnavailableError,
     TextModel,
@@ -30,7 +30,7 @@ from transferkit.text import (
     zero_shot,
     zero_shot_scores,
 )
-from transferkit.text_data import majority_accuracy, reviews_splits
+from transferkit.text.reviews import majority_accuracy, reviews_splits
 
 MINILM_FOLDER = Path(minilm_package.get_model_path())
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -378,7 +378,8 @@ def test_zero_shot_refuses_a_bare_string_of_prompts(tiny):
 
 def test_a_text_classifier_refuses_texts_and_empty_batches(tiny):
     classifier = TextClassifier(transformers.BertModel(tiny_config()), 2)
-    with pytest.raises(TypeError, match="not texts. Make them with transferkit.text.token_ids"):
+    with pytest.raises(TypeError, match="not texts. Make them with "
+                       "transferkit.text.model.token_ids"):
         classifier(["a good film", "a bad one"])
     for empty in (torch.zeros(0, 5, dtype=torch.long), torch.zeros(3, 0, dtype=torch.long)):
         with pytest.raises(ValueError, match="an empty batch"):

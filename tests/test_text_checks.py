@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from transferkit.checks import Result, names
-from transferkit.heads import TextClassifier
-from transferkit.lora import add_lora, lora_parameter_count
-from transferkit.text_checks import DEFAULT_PROMPTS, check, prompt_accuracy
+from transferkit.course.checks import Result, check, names
+from transferkit.course.text_checks import DEFAULT_PROMPTS, prompt_accuracy
+from transferkit.surgery.heads import TextClassifier
+from transferkit.surgery.lora import add_lora, lora_parameter_count
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,7 +27,7 @@ def own_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from transferkit.text import load_text_model
+    from transferkit.text.model import load_text_model
 
     return load_text_model(device="cpu")
 

@@ -1,4 +1,4 @@
-"""transferkit.text_data: the review snippets, verified, and text inputs checked."""
+"""transferkit.text.reviews: the review snippets, verified, and text inputs checked."""
 
 import lzma
 import subprocess
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.data import few_labels, train_val_test_split
-from transferkit.integrity import IntegrityError
-from transferkit.text_data import (
+from transferkit.foundations.data import few_labels, train_val_test_split
+from transferkit.foundations.integrity import IntegrityError
+from transferkit.text.reviews import (
     REVIEW_CLASSES,
     REVIEWS_COUNT,
     REVIEWS_FILE,

@@ -9,16 +9,16 @@ import pytest
 import torch
 import transformers  # a dependency: missing, the tests fail
 
-from transferkit.data import few_labels
-from transferkit.finetune import extract_features, fine_tune
-from transferkit.freezing import freeze, freeze_to, param_groups, trainable_report
-from transferkit.heads import TextClassifier, find_head, transformer_body, without_head
-from transferkit.layers import layer_groups
-from transferkit.lora import add_lora, lora_parameter_count
-from transferkit.metrics import classification_metrics
-from transferkit.strategies import STRATEGIES
-from transferkit.text_data import majority_accuracy, reviews_splits
-from transferkit.train import fit, predict
+from transferkit.foundations.data import few_labels
+from transferkit.foundations.metrics import classification_metrics
+from transferkit.methods.finetune import extract_features, fine_tune
+from transferkit.methods.strategies import STRATEGIES
+from transferkit.surgery.freezing import freeze, freeze_to, param_groups, trainable_report
+from transferkit.surgery.heads import TextClassifier, find_head, transformer_body, without_head
+from transferkit.surgery.layer_groups import layer_groups
+from transferkit.surgery.lora import add_lora, lora_parameter_count
+from transferkit.text.reviews import majority_accuracy, reviews_splits
+from transferkit.training.loop import fit, predict
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +185,7 @@ def test_lora_on_a_text_classifier_trains_through_fit():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from transferkit.text import load_text_model
+    from transferkit.text.model import load_text_model
 
     return load_text_model(device="cpu")
 
@@ -209,7 +209,7 @@ def test_minilm_fine_tunes_on_a_few_reviews(minilm):
     beat the majority class on held-out snippets (lesson 07 measures it properly:
     mean-pooled MiniLM features are not sentiment features, so few labels give
     modest gains; this draw of 64 per class scores 0.68 on these 200 snippets)."""
-    from transferkit.text import token_ids
+    from transferkit.text.model import token_ids
 
     train, val, _ = reviews_splits()
     small = few_labels(train.x, train.y, 64, seed=2)

@@ -10,10 +10,10 @@ import json
 import pytest
 import torch
 
-from transferkit import text_finetune, text_grid
-from transferkit.data import Data
-from transferkit.text_data import Texts
-from transferkit.text_grid import (
+from transferkit.foundations.data import Data
+from transferkit.text import finetune as text_finetune
+from transferkit.text import grid as text_grid
+from transferkit.text.grid import (
     GRID_FILE,
     StaleGridError,
     agreement,
@@ -22,6 +22,7 @@ from transferkit.text_grid import (
     save_grid,
     settings,
 )
+from transferkit.text.reviews import Texts
 
 TEXTS = [f"snippet {i}" for i in range(40)]
 
@@ -135,9 +136,9 @@ def test_search_table_compares_each_candidate_with_its_stages_best_paired():
 def test_a_live_slice_of_the_lesson_agrees_with_the_stored_grid(monkeypatch, tmp_path):
     """What lesson 07 runs live is the stored grid's run of the same budget and seed (same
     pool, draws and recipe): a slice of it, on 300 of the test snippets, agrees paired."""
-    from transferkit.experiments import label_budget_study
-    from transferkit.text import load_text_model
-    from transferkit.text_methods import EmbeddingTable, subsample
+    from transferkit.methods.label_budget import label_budget_study
+    from transferkit.text.methods import EmbeddingTable, subsample
+    from transferkit.text.model import load_text_model
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     stored = load_grid()

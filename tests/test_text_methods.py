@@ -11,21 +11,20 @@ import pytest
 import torch
 import transformers  # a dependency: missing, the tests fail
 
-from transferkit import text_finetune, text_methods
-from transferkit.data import Data
-from transferkit.experiments import label_budget_study
-from transferkit.heads import TextClassifier
-from transferkit.lora import lora_layers, lora_parameter_count
-from transferkit.strategies import TABLE
-from transferkit.text import TextModel, encode
-from transferkit.text_data import Texts
-from transferkit.text_finetune import (
+from transferkit.foundations.data import Data
+from transferkit.methods.label_budget import label_budget_study
+from transferkit.methods.strategies import TABLE
+from transferkit.surgery.heads import TextClassifier
+from transferkit.surgery.lora import lora_layers, lora_parameter_count
+from transferkit.text import finetune as text_finetune
+from transferkit.text import methods as text_methods
+from transferkit.text.finetune import (
     TRANSFORMER_STRATEGIES,
     predict_texts,
     text_classifier,
     transformer_method,
 )
-from transferkit.text_methods import (
+from transferkit.text.methods import (
     EmbeddingTable,
     TextPredictor,
     probe_method,
@@ -34,6 +33,8 @@ from transferkit.text_methods import (
     tfidf_method,
     train_probe,
 )
+from transferkit.text.model import TextModel, encode
+from transferkit.text.reviews import Texts
 
 
 @pytest.fixture(autouse=True)
@@ -308,7 +309,7 @@ LABELS = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
 
 @pytest.fixture(scope="module")
 def minilm():
-    from transferkit.text import load_text_model
+    from transferkit.text.model import load_text_model
 
     return load_text_model(device="cpu")
 
@@ -414,7 +415,7 @@ def test_text_classifier_starts_from_the_probe_when_asked(minilm, pristine, mini
 
 
 def test_recipe_settings_are_checked_and_fingerprinted():
-    from transferkit.text_finetune import RECIPES, Recipe, recipe_for
+    from transferkit.text.finetune import RECIPES, Recipe, recipe_for
 
     assert set(RECIPES) == set(TRANSFORMER_STRATEGIES)
     full = recipe_for("full")
@@ -437,7 +438,7 @@ def test_recipe_settings_are_checked_and_fingerprinted():
 
 
 def test_optimizer_groups_keep_weight_decay_off_norms_and_biases():
-    from transferkit.text_finetune import optimizer_groups, recipe_for
+    from transferkit.text.finetune import optimizer_groups, recipe_for
 
     tiny = tiny_text_model()
     net = TextClassifier(copy.deepcopy(tiny.model), 2)
@@ -489,7 +490,7 @@ def test_a_run_follows_its_schedule_and_reports_its_curve_and_drift():
 
 
 def test_length_grouped_batches_carry_less_padding_and_see_every_text_once():
-    from transferkit.text_finetune import length_grouped
+    from transferkit.text.finetune import length_grouped
 
     lengths = torch.randint(4, 60, (250,), generator=torch.Generator().manual_seed(1))
 

@@ -7,12 +7,12 @@ import re
 import pytest
 import torch
 
-from transferkit import plots, widgets
-from transferkit.attention import attention_maps
-from transferkit.data import Data
-from transferkit.text import load_text_model, zero_shot
-from transferkit.text_data import majority_accuracy, reviews_splits
-from transferkit.widgets import text as text_widgets
+from transferkit.course import plots, widgets
+from transferkit.course.widgets import text as text_widgets
+from transferkit.foundations.data import Data
+from transferkit.text.attention import attention_maps
+from transferkit.text.model import load_text_model, zero_shot
+from transferkit.text.reviews import majority_accuracy, reviews_splits
 
 TEXT = "A three-hour cinema master class."
 

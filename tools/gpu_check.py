@@ -6,7 +6,7 @@
 
 Executes the lessons in order (lesson 04 reads the encoder lesson 03 saves) in a copy of
 ``lessons/`` under ``--out``, each in a fresh kernel, and prints one line per lesson: the
-device `transferkit.device.pick_device()` chose in that kernel, seconds, cell errors and
+device `transferkit.foundations.device.pick_device()` chose in that kernel, seconds, cell errors and
 the self-checks (PASS / NOT YET). The executed notebooks are saved beside it, and a
 ``summary.json``. The exit status is 1 if any lesson had an error.
 
@@ -44,7 +44,7 @@ WHEELS = ["nbclient", "nbformat", "ipykernel", "ipywidgets", "widgetsnbextension
 CHECK = re.compile(r"^(PASS|NOT YET) (\S+?):", re.MULTILINE)
 
 DEVICE_CELL = """\
-import json as _json, transferkit.device as _device
+import json as _json, transferkit.foundations.device as _device
 print("[gpu-check] " + _json.dumps({"device": str(_device.pick_device())}))
 """
 
@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     sys.path[:0] = paths
-    from transferkit.cli import kernel_environment  # noqa: PLC0415
+    from transferkit.course.cli import kernel_environment  # noqa: PLC0415
 
     os.environ.update(kernel_environment(os.environ))  # as `transferkit lab` gives kernels
     if args.stand_in:

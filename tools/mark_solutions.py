@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transferkit.student import notebook_bytes, solution_regions  # noqa: E402
+from transferkit.course.student import notebook_bytes, solution_regions  # noqa: E402
 
 SCHEMA_VERSION = 3
 CHECK_NAME = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")

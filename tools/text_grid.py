@@ -3,13 +3,13 @@
     .venv/bin/python tools/text_grid.py          # about an hour on 2 CPU cores; minutes on a GPU
     .venv/bin/python tools/text_grid.py --all    # and every pool label ("all"), as on a GPU
 
-Every method of `transferkit.text_grid.grid_methods` (prompting, TF-IDF, the frozen probe,
-partial, full and LP-FT fine-tuning, LoRA: the recipes of `transferkit.text_finetune.RECIPES`)
+Every method of `transferkit.text.grid.grid_methods` (prompting, TF-IDF, the frozen probe,
+partial, full and LP-FT fine-tuning, LoRA: the recipes of `transferkit.text.finetune.RECIPES`)
 × 8, 32, 128 and 512 labels per class × 5 seeds, each scored on the whole test split,
 with the encoder's drift measured on 200 validation snippets. The rows, the settings'
 fingerprint and the provenance (this command, the commit, the date, the versions and the
 device) go to ``transferkit/assets/text_grid.json.xz``, which lesson 07 draws as stored.
-Run it again after changing a recipe: `transferkit.text_grid.load_grid` refuses a grid made
+Run it again after changing a recipe: `transferkit.text.grid.load_grid` refuses a grid made
 with other settings.
 """
 
@@ -28,10 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transferkit.device import pick_device  # noqa: E402
-from transferkit.experiments import label_budget_study  # noqa: E402
-from transferkit.text import load_text_model  # noqa: E402
-from transferkit.text_grid import (  # noqa: E402
+from transferkit.foundations.device import pick_device  # noqa: E402
+from transferkit.methods.label_budget import label_budget_study  # noqa: E402
+from transferkit.text.grid import (  # noqa: E402
     BUDGETS,
     DRIFT_SNIPPETS,
     GRID_FILE,
@@ -40,7 +39,8 @@ from transferkit.text_grid import (  # noqa: E402
     grid_splits,
     save_grid,
 )
-from transferkit.text_methods import EmbeddingTable, subsample  # noqa: E402
+from transferkit.text.methods import EmbeddingTable, subsample  # noqa: E402
+from transferkit.text.model import load_text_model  # noqa: E402
 
 
 def provenance(argv: list[str], minutes: float) -> dict:
