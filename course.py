@@ -34,8 +34,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".transferkit-install"
 CHROMIUM = os.environ.get("TRANSFERKIT_CHROMIUM", "/usr/bin/chromium")
-# The kernels' environment, as `transferkit lab` sets it (transferkit.course.cli.KERNEL_ENV says
-# why)
+# The kernels' environment, as `transferkit lab` sets it
+# (transferkit.course.cli.KERNEL_ENV says why)
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 # The test command, the full tier (CI runs it): library tests, then nbval over every lesson

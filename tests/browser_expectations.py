@@ -51,8 +51,8 @@ STAGES = ".transferkit-stages"
 def unanswered(name: str) -> str:
     """Selector of the output of ``check(name, ...)`` in a student version, before the learner
     answers: the stub hands the check ``...``, and the check says NOT YET
-    (`transferkit.course.checks`
-    shows the result as ``<div>NOT YET name: no answer yet: ...</div>``)."""
+    (`transferkit.course.checks` shows the result as ``<div>NOT YET name: no answer yet:
+    ...</div>``)."""
     if '"' in name:
         raise ValueError(f"name must not contain a double quote: {name!r}")
     return f'.jp-OutputArea-output:has-text("NOT YET {name}: no answer yet")'
@@ -342,10 +342,9 @@ EXPECTATIONS: dict[str, LessonExpectation] = {
             ),
         ),
     ),
-    # The fine-tuning lab (transferkit.course.widgets.finetune_lab): a "strategy" Dropdown (starting
-    # at
-    # lp_ft), "labels per class" / "learning rate" / "epochs per stage" sliders, a "train"
-    # Button and a progress bar; under them one trainable-report table per stage
+    # The fine-tuning lab (transferkit.course.widgets.finetune_lab): a "strategy" Dropdown
+    # (starting at lp_ft), "labels per class" / "learning rate" / "epochs per stage" sliders, a
+    # "train" Button and a progress bar; under them one trainable-report table per stage
     # (.transferkit-stages: "stage 1 of 2: linear probe" …), the readout line, and a
     # FigureWidget of the curves. Choosing "full" redraws the tables at once (no training);
     # "train" fine-tunes and the readout gives the validation and test accuracy.

@@ -16,9 +16,8 @@ a GPU model with CPU inputs passes there and fails for every learner with a GPU.
   ``acc.syncs`` the operations that would make the CPU wait for a GPU (``.item()``,
   ``.tolist()``, copies back to the CPU, ``nonzero``-like shapes that depend on values).
 
-`transferkit.foundations.device.pick_device()` (unless given a device, or
-``TRANSFERKIT_DEVICE`` is set
-to something other than ``cpu`` by the test) answers ``meta`` while it is active, so
+`transferkit.foundations.device.pick_device()` (unless given a device, or ``TRANSFERKIT_DEVICE``
+is set to something other than ``cpu`` by the test) answers ``meta`` while it is active, so
 library code that picks "the fastest device" picks the stand-in, as it would pick CUDA.
 
 Every operation goes through Python here, so it is 10–100× slower than the CPU: for

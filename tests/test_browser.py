@@ -80,8 +80,8 @@ MENU_ITEM = '.lm-Menu-item[data-command="{}"]'
 
 # Settings for the test's own JupyterLab: no notebook windowing, so every cell is in the DOM.
 # No news/update toasts comes from the course's own settings, installed in this environment
-# as `transferkit lab` does (transferkit.course.cli.install_lab_settings); the test checks that it
-# works.
+# as `transferkit lab` does (transferkit.course.cli.install_lab_settings); the test checks
+# that it works.
 LAB_USER_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }

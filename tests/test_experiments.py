@@ -377,8 +377,7 @@ def test_fit_method_does_not_reset_the_notebooks_random_numbers():
     assert torch.equal(first.weight, method(subset, None, 0).weight)  # a seed is a seed
 
 
-# --- lesson 06: a study on validation only (the search of transferkit.methods.selection)
-# -----------
+# --- lesson 06: a study on validation only (the search of transferkit.methods.selection) ---
 
 
 def test_study_without_a_test_set_measures_validation_only(splits, nearest_class_mean):

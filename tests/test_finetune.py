@@ -1,5 +1,5 @@
-"""transferkit.methods.finetune: freezing that holds on any nn.Module, and the strategies built
-on it.
+"""transferkit.methods.finetune: freezing that holds on any nn.Module, and the strategies
+built on it.
 
 The first five sections are the pitfalls the module must rule out; each test there
 fails on the naive code (shown in its docstring).

@@ -1,6 +1,5 @@
 """transferkit.vision.top_predictions (predict_top), transferkit.vision.efficientnet_lite
-(installed weights)
-and its record in transferkit.vision.backbones (LITE0_IMAGENET).
+(installed weights) and its record in transferkit.vision.backbones (LITE0_IMAGENET).
 
 Nothing here downloads: torchvision "ImageNet weights" are random files the tests write
 into a temporary torch cache, and EfficientNet-Lite0's weights come from the installed

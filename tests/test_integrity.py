@@ -1,6 +1,5 @@
 """transferkit.foundations.integrity: a file checked against its recorded SHA-256 or refused
-with one
-clear error, weights fingerprinted (the same digest as the embedding cache on disk has
+with one clear error, weights fingerprinted (the same digest as the embedding cache on disk has
 always used), and the byte-bounded tensor cache the feature and bottom caches share."""
 
 import hashlib

@@ -67,9 +67,8 @@ def feature_key(backbone: nn.Module, x: torch.Tensor) -> str:
     """The feature cache's key: a digest (`transferkit.foundations.integrity.tensors_digest`) of
     everything that decides what ``backbone(x)`` computes: its architecture
     (`transferkit.surgery.layer_groups.architecture`: every layer's class and settings, so two
-    networks
-    with the same weights but another activation or pooling differ), every parameter and
-    buffer by name (buffers left out of the ``state_dict`` too), and the bytes of ``x``."""
+    networks with the same weights but another activation or pooling differ), every parameter
+    and buffer by name (buffers left out of the ``state_dict`` too), and the bytes of ``x``."""
     return tensors_digest([*module_tensors(backbone), ("(inputs)", x)],
                           salt=architecture(backbone))
 

@@ -95,8 +95,8 @@ def _runs_of(board: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def comparisons(board: Sequence[Mapping[str, Any]], name: str | None = None
                 ) -> list[dict[str, Any]]:
     """Every other candidate against ``name`` (default: the winner) on validation accuracy:
-    one `transferkit.foundations.verdicts.compare_methods` record each, best candidate first (for
-    `transferkit.foundations.verdicts.describe` and
+    one `transferkit.foundations.verdicts.compare_methods` record each, best candidate first
+    (for `transferkit.foundations.verdicts.describe` and
     `transferkit.foundations.verdicts.chance_note`)."""
     name = name or winner(board)
     if name not in {e["method"] for e in board}:

@@ -18,8 +18,8 @@ the command line (``transferkit finetune``) and lesson 07's transformer methods
 ==================  ====================================================================
 
 A stage is ``(name, first)``: layer group ``first``
-(`transferkit.surgery.layer_groups.layer_groups`)
-and every group above it train, the ones below are frozen. LP-FT is a linear-probe stage
+(`transferkit.surgery.layer_groups.layer_groups`) and every group above it train, the ones
+below are frozen. LP-FT is a linear-probe stage
 put before ``full``'s (a record's ``probe_first``).
 
 1. `strategy_stages(strategy, n_groups)`: the stages on a model of ``n_groups`` groups.

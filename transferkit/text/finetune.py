@@ -214,9 +214,9 @@ def search_table(record: dict[str, Any], level: float = 0.95) -> list[dict[str, 
     """The validation evidence of a stored search, one row per candidate of every stage: its
     strategy, labels per class, settings, mean validation accuracy over the seeds, and its
     gap to the stage's best, paired by seed and snippet
-    (`transferkit.foundations.verdicts.compare_per_item`),
-    with the interval. A stage starts from the best of the stages before it (for the same
-    strategy and budget), which is listed in it again."""
+    (`transferkit.foundations.verdicts.compare_per_item`), with the interval. A stage starts
+    from the best of the stages before it (for the same strategy and budget), which is listed in
+    it again."""
     by_candidate: dict[tuple, list[dict[str, Any]]] = {}
     for run in record["runs"]:
         key = (run["stage"], run["strategy"], run["budget"], run["fingerprint"])
