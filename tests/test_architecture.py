@@ -58,6 +58,13 @@ def modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+def run_fresh(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); it must succeed."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def run_lint_imports(cwd: Path) -> subprocess.CompletedProcess:
     if not LINT_IMPORTS.exists():
         pytest.fail(f"{LINT_IMPORTS} is missing: install the test tools (pip install -e .[test]).")
@@ -94,9 +101,7 @@ def test_the_core_imports_neither_plotly_nor_ipywidgets():
             "    importlib.import_module(name)\n"
             "    bad = [m for m in ('plotly', 'ipywidgets') if m in sys.modules]\n"
             "    assert not bad, f'{name} imports {bad}'\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_fresh(code)
     assert "transferkit.methods.finetune" in CORE  # the issue's own check is among them
 
 
@@ -156,9 +161,7 @@ def test_every_folder_is_reachable_from_a_light_import_transferkit():
             "    assert 'imagenet' in str(err)\n"
             "else:\n"
             "    raise AssertionError('an unknown name must be an AttributeError')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_fresh(code)
 
 
 # The course's two packages of figures and controls: one import path per lesson's figures
