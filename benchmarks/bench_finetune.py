@@ -80,7 +80,7 @@ def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
             with precision.autocast():
                 loss = F.cross_entropy(model(x[idx]).float(), y[idx])
             opt.zero_grad(set_to_none=True)
-            precision.backward(loss)
+            precision.backward(loss, opt)
             precision.step(opt)
 
 

@@ -329,7 +329,8 @@ def _train_loop(run: _Run) -> None:
                 state.out = run.net(state.xb)
                 state.loss = run.loss_fn(state.out.float(), state.yb)
             state.optimizer.zero_grad(set_to_none=True)
-            run.precision.backward(state.loss * run.ranks.weight(batch))  # × 1 on one process
+            weighted = state.loss * run.ranks.weight(batch)  # × 1 on one process
+            run.precision.backward(weighted, state.optimizer)
             run.event("on_backward_end")
             run.precision.step(state.optimizer)
             state.step += 1

@@ -5,14 +5,15 @@ steps its loop calls in place of the plain ones::
 
     with precision.autocast():          # matrix products in bfloat16 (or float16)
         loss = loss_fn(model(xb).float(), yb)
-    precision.backward(loss)            # loss.backward(), the loss scaled for float16
-    precision.step(optimizer)           # optimizer.step(), the gradients unscaled
+    precision.backward(loss, optimizer) # loss.backward(); float16: scaled, then unscaled
+    precision.step(optimizer)           # optimizer.step()
 
 The weights stay float32; only the forward pass computes in 16 bits. bfloat16 has
 float32's range, so nothing else changes. float16 (older GPUs) has a small range:
 a small gradient would round to zero, so a gradient scaler multiplies the loss
-before the backward pass and divides the gradients before the step, skipping a
-step whose gradients overflowed and lowering the scale. Switched off, each step
+before the backward pass and divides the gradients right after it (so whatever
+looks at them before the step, e.g. a callback that clips them, sees their true
+size), skipping a step whose gradients overflowed and lowering the scale. Switched off, each step
 is the plain one:
 
 >>> precision = MixedPrecision(enabled=False)
@@ -43,8 +44,14 @@ class MixedPrecision:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.dtype)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """``loss.backward()``; with a scaler, the scaled loss's, then the gradients of
+        ``optimizer``'s parameters divided back to their true size."""
+        if self.scaler is None:
+            loss.backward()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)  # the gradients a callback sees are the true ones
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
